@@ -1,0 +1,1 @@
+"""Headless command implementations behind `peropix <command>`; they never import Textual."""
