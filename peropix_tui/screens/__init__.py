@@ -1,0 +1,1 @@
+"""One module per screen; widgets that belong to one screen live beside it."""
