@@ -15,7 +15,7 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 
 from peropix_tui.core.config import Config
-from peropix_tui.core.jobs import JobManager
+from peropix_tui.core.jobs import Executors, ExecutorSizes, JobManager
 from peropix_tui.core.paths import AppDirs
 from peropix_tui.core.secrets import SecretStore
 from peropix_tui.navigation import MODE_INFO
@@ -57,13 +57,14 @@ class PeropixApp(App[int]):
     TITLE = "peropix"
     CSS_PATH = STYLES / "app.tcss"
     COMMANDS: ClassVar = App.COMMANDS | {PeropixCommands}
+    DEFAULT_MODE = "generate"
     MODES: ClassVar = {info.name: (lambda n=info.name: _screen_factory(n)()) for info in MODE_INFO}
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+q", "request_quit", "Quit", priority=True, id="quit"),
-        Binding("f1", "help", "Help", id="help"),
+        Binding("f1", "help", "Help", priority=True, id="help"),
         Binding("question_mark", "help", "Help", show=False, id="help_question_mark"),
         *(
-            Binding(info.key, f"switch_mode('{info.name}')", info.title, id=f"mode_{info.name}")
+            Binding(info.key, f"switch_mode('{info.name}')", info.title, priority=True, id=f"mode_{info.name}")
             for info in MODE_INFO
         ),
     ]
@@ -80,7 +81,11 @@ class PeropixApp(App[int]):
         self.dirs = dirs or AppDirs.from_env()
         self.config = config or Config.load(self.dirs)
         self.secrets = secrets or SecretStore(self.dirs.secrets_file)
-        self.jobs = JobManager(limits={"nai": 1, "gpu": 1})
+        sizes = self.config.settings.executors
+        self.jobs = JobManager(
+            executors=Executors(ExecutorSizes(gpu=sizes.gpu, metadata=sizes.metadata, io=sizes.io, hash=sizes.hash)),
+            limits={"nai": 1, "gpu": 1},
+        )
         # Tests and snapshots force a renderer; otherwise the setting decides (see widgets/image_preview.py).
         self.image_widget = image_widget or self.config.settings.ui.image_renderer
         self.theme = self.config.settings.ui.theme
@@ -90,12 +95,13 @@ class PeropixApp(App[int]):
             self.notify(str(issue), title="Settings", severity="warning", markup=False, timeout=10)
         if self.secrets.problem:
             self.notify(self.secrets.problem, title="Secrets", severity="warning", markup=False, timeout=10)
-        self.switch_mode("generate")
 
     # Actions ---------------------------------------------------------------------------------------------------
 
     def action_help(self) -> None:
-        if not isinstance(self.screen, HelpScreen):
+        if isinstance(self.screen, HelpScreen):
+            self.screen.dismiss()
+        else:
             self.push_screen(HelpScreen(self.screen))
 
     async def action_request_quit(self) -> None:

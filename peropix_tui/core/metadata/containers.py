@@ -24,7 +24,7 @@ EXIF_PREFIX = b"Exif\0\0"
 
 
 def image_format(head: bytes) -> str | None:
-    """ "png", "webp" or "jpeg" from the first 12 bytes (the magic, never the file name)."""
+    """The format ("png", "webp" or "jpeg") from the first 12 bytes (the magic, never the file name)."""
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
         return "png"
     if is_webp(head):

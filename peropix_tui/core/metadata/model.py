@@ -231,7 +231,7 @@ def _v4_block(
 
 
 def to_nai_comment(meta: ImageMetadata) -> dict[str, Any]:
-    """The Comment dict for `meta`: mapped fields, `extra` verbatim, v4 captions rebuilt, `peropix` appended."""
+    """The Comment dict for `meta`: mapped fields, `extra` verbatim, v4 captions rebuilt, `peropix` added."""
     out: dict[str, Any] = {}
     for key, attr, _kind in _COMMENT_FIELDS:
         value = getattr(meta, attr)
@@ -254,7 +254,7 @@ def to_nai_comment(meta: ImageMetadata) -> dict[str, Any]:
     return {key: out[key] for key in [*first, *(k for k in out if k not in seen)]}
 
 
-# --- A1111 ---------------------------------------------------------------------------------------------------
+# --- A1111 ---------------------------------------------------------------------------------------------
 
 _UINT64 = 1 << 64
 

@@ -206,7 +206,7 @@ def build_png(chunks: Iterable[Chunk]) -> bytes:
 def read_all_chunks(png: bytes) -> list[Chunk]:
     """Every chunk of a PNG that is about to be rewritten; refuses truncated or mangled files.
 
-    A chunk with a bad CRC is carried over with its stored CRC, so a rewrite never hides damage it did not fix.
+    A chunk with a bad CRC keeps its stored CRC, so a rewrite never hides damage it did not fix.
     """
     scan = scan_png_bytes(png)
     if not scan.complete:

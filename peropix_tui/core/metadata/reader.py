@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import fields
@@ -82,7 +81,7 @@ def _read_stream(fh: BinaryIO) -> ImageMetadata:
     meta = _read_png(fh) if kind == "png" else _read_whole(fh, kind)
     name = getattr(fh, "name", None)
     if isinstance(name, str):
-        expected = _SUFFIXES.get(os.path.splitext(name)[1].lower())
+        expected = _SUFFIXES.get(Path(name).suffix.lower())
         if expected is not None and expected != kind:
             meta.warnings.append(f"file is a {kind.upper()} image despite its {expected.upper()} name")
     return meta

@@ -1,9 +1,9 @@
 """Stealth metadata: a payload hidden in the least significant bit of the alpha channel.
 
-NovelAI (and the A1111 stealth-pnginfo extension) write it column by column (x outer, y inner), most significant
-bit first: a 15-byte magic, a 32-bit big-endian length in *bits*, then the payload (gzip for `stealth_pngcomp`,
-raw UTF-8 for `stealth_pnginfo`). It survives chunk stripping and format conversion to lossless WebP, which is
-why a strip has to clear the alpha bits too.
+NovelAI (and the A1111 stealth-pnginfo extension) write it column by column (x outer, y inner), most
+significant bit first: a 15-byte magic, a 32-bit big-endian length in *bits*, then the payload (gzip for
+`stealth_pngcomp`, raw UTF-8 for `stealth_pnginfo`). It survives chunk stripping and conversion to lossless
+WebP, which is why a strip has to clear the alpha bits too.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def alpha_channel(image: Image.Image) -> Alpha | None:
 
 
 def _bits_bytes(alpha: Alpha, nbits: int) -> bytes:
-    """The first `nbits` alpha LSBs in column-major order, packed MSB-first (decodes only the columns needed)."""
+    """The first `nbits` alpha LSBs in column-major order, packed MSB-first; only needed columns are read."""
     height = alpha.shape[0]
     columns = math.ceil(nbits / height)
     lsb = alpha[:, :columns].T.reshape(-1)[:nbits] & 1

@@ -36,7 +36,7 @@ from peropix_tui.core.metadata.stealth import alpha_channel, clear_alpha_lsb, em
 
 DEFAULT_TITLE = "AI generated image"
 
-# Ancillary chunks that only describe how to display the pixels; a strip keeps them (critical chunks always stay).
+# Ancillary chunks that only say how to display the pixels: a strip keeps them (and every critical chunk).
 _RENDERING = frozenset(
     {b"tRNS", b"gAMA", b"cHRM", b"sRGB", b"iCCP", b"sBIT", b"pHYs", b"bKGD", b"cICP", b"mDCv", b"cLLi"}
 )
@@ -90,8 +90,8 @@ def _with_new_pixels(original: list[Chunk], image: Image.Image) -> list[Chunk]:
 def write_metadata(png_bytes: bytes, meta: ImageMetadata, *, stealth: bool) -> bytes:
     """`png_bytes` with NovelAI-compatible text chunks for `meta` replacing every text chunk it had.
 
-    Without `stealth` the pixel data is copied byte for byte. With it, the same fields are also embedded in the
-    alpha LSBs (an RGB image becomes RGBA), which needs an 8-bit PNG and one re-encode.
+    Without `stealth` the pixel data is copied byte for byte. With it, the same fields are also embedded in
+    the alpha LSBs (an RGB image becomes RGBA), which needs an 8-bit PNG and one re-encode.
     """
     texts = nai_fields(meta)
     if not stealth:

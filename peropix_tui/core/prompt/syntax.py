@@ -1,4 +1,4 @@
-"""The vocabulary of the prompt language: dialects, span kinds and the small value types the tokenizer returns.
+"""The vocabulary of the prompt language: dialects, span kinds and the value types the tokenizer returns.
 
 Kept apart from the scanner so that tags, LoRA tools, filters and the editor can share the types without
 importing each other.

@@ -1,8 +1,8 @@
 """The single prompt tokenizer: one linear pass that every other prompt feature builds on.
 
-A compiled alternation regex walks the text once (no backtracking between alternatives beyond one token), and a
-small state machine tracks brackets and numeric sections. Span objects are built only when someone asks for
-them: the editor's highlighter reads the flat columns, which keeps a keystroke well under a millisecond.
+A compiled alternation regex walks the text once (alternatives only ever look at one token), and a small
+state machine tracks brackets and numeric sections. Span objects are built only when someone asks for them:
+the editor's highlighter reads the flat columns, which keeps a keystroke well under a millisecond.
 """
 
 from __future__ import annotations
@@ -389,9 +389,8 @@ class _Scanner:
             self.pairs.append(BracketPair(index, -1, count))
         if self.section_at >= 0:
             at = self.starts[self.section_at]
-            self.diagnostics.append(
-                Diagnostic(at, self.ends[self.section_at], f"numeric weight at {at} is never closed with '::'")
-            )
+            message = f"numeric weight at {at} is never closed with '::'"
+            self.diagnostics.append(Diagnostic(at, self.ends[self.section_at], message))
             self.pairs.append(BracketPair(self.section_at, -1, count))
         self.diagnostics.sort(key=lambda d: d.start)
         if self.nai:
