@@ -65,7 +65,7 @@ def test_checker_sees_imports_inside_functions(tmp_path: Path) -> None:
 def run_python(code: str) -> str:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
-    return done.stdout.strip()
+    return done.stdout.strip().splitlines()[-1]
 
 
 PROBE = "import sys\n{body}\nprint(sorted(m for m in ('torch', 'textual') if m in sys.modules))"

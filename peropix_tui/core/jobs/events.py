@@ -57,7 +57,7 @@ class EventStream:
 
     `maxsize` bounds the buffered progress and log events: once it is reached, new ones are dropped and
     counted in `dropped` (a coalesced progress event still replaces its predecessor). State events are always
-    buffered; there are at most four per job. With `coalesce`, a pending progress event of a job is removed
+    buffered; there are at most three per job. With `coalesce`, a pending progress event of a job is removed
     when a newer one of the same job arrives (counted in `replaced`); the newer one takes its place at the
     end. The stream ends after the manager closes and the buffer is drained, or when the consumer closes it.
     """

@@ -80,7 +80,7 @@ class JobManager:
         self,
         *,
         executors: Executors | None = None,
-        limits: dict[str, int] | None = None,
+        limits: Mapping[str, int] | None = None,
         max_running: int | None = None,
         max_finished: int = DEFAULT_MAX_FINISHED,
     ) -> None:
@@ -360,9 +360,6 @@ class JobManager:
         self._pump()
         if not self._active:
             self._idle.set()
-            if self._closed:
-                for stream in list(self._streams):
-                    stream.end()
 
     def _on_progress(self, entry: _Entry, progress: Progress, extra: Mapping[str, object]) -> None:
         job = entry.job

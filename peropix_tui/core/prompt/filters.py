@@ -17,10 +17,10 @@ from pathlib import Path
 
 from peropix_tui.core.atomicio import atomic_write_text
 from peropix_tui.core.errors import PeropixError
-from peropix_tui.core.prompt.elements import core_text, element_normalized, normalize_tag, split_elements
+from peropix_tui.core.prompt.elements import Element, element_normalized, normalize_tag, split_elements
 from peropix_tui.core.prompt.rewrite import element_words, paired_spans, rewrite
-from peropix_tui.core.prompt.syntax import Dialect
-from peropix_tui.core.prompt.tokens import tokenize
+from peropix_tui.core.prompt.syntax import WORD_KINDS, Dialect, SpanKind
+from peropix_tui.core.prompt.tokens import TokenizedPrompt, tokenize
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ class FilterError(PeropixError):
 
 @dataclass(frozen=True, slots=True)
 class FilterResult:
-    """The filtered prompt and the tags taken out of it, as they were written."""
+    """The filtered prompt and the words of each tag taken out, as written (without brackets or weights)."""
 
     text: str
     removed: list[str]
@@ -105,7 +105,7 @@ class WordFilter:
         for element in split_elements(tokenized):
             if element.empty or element_normalized(tokenized, element) not in banned:
                 continue
-            removed.append(core_text(tokenized, element))
+            removed.append(_written_words(tokenized, element))
             for index in element_words(tokenized, element, keep_loras=True, paired=paired):
                 deleted[index] = 1
         return FilterResult(rewrite(tokenized, deleted), removed)
@@ -132,6 +132,17 @@ def ensure_user_filters(folder: Path) -> list[Path]:
         atomic_write_text(target, default_filter_text(name))
         created.append(target)
     return created
+
+
+def _written_words(tokenized: TokenizedPrompt, element: Element) -> str:
+    kinds = tokenized.kinds
+    words = [i for i in range(element.core_first, element.core_stop) if kinds[i] in WORD_KINDS]
+    pieces = (
+        tokenized.span_text(i)
+        for i in range(words[0], words[-1] + 1)
+        if kinds[i] in WORD_KINDS or kinds[i] is SpanKind.SPACE
+    )
+    return " ".join("".join(pieces).split())
 
 
 def _check_category(name: str) -> str:

@@ -16,10 +16,16 @@ from collections.abc import Iterable
 from itertools import accumulate
 
 from peropix_tui.core.prompt.elements import Element, core_text, lead_text, split_elements, trail_text
-from peropix_tui.core.prompt.syntax import CLOSER_KINDS, CONTENT_KINDS, LORA_KINDS, OPENER_KINDS, SpanKind
+from peropix_tui.core.prompt.syntax import (
+    CLOSER_KINDS,
+    CONTENT_KINDS,
+    LORA_KINDS,
+    OPENER_KINDS,
+    SEPARATOR_STRENGTH,
+    SpanKind,
+)
 from peropix_tui.core.prompt.tokens import TokenizedPrompt
 
-_STRENGTH = {SpanKind.COMMA: 1, SpanKind.PIPE: 2, SpanKind.BREAK: 3}
 _OPENER_TEXT = frozenset({"{", "[", "("})
 
 
@@ -132,7 +138,7 @@ def _gap(
     """The one separator kept between two surviving elements, with its own spacing."""
     candidates = [elements[i].separator for i in range(before, after)]
     alive = [i for i in candidates if not deleted[i]] or candidates
-    best = max(alive, key=lambda i: _STRENGTH[tokenized.kinds[i]])  # first of the strongest
+    best = max(alive, key=lambda i: SEPARATOR_STRENGTH[tokenized.kinds[i]])  # first of the strongest
     owner = next(i for i in range(before, after) if elements[i].separator == best)
     before_text = trail_text(tokenized, elements[owner])
     return before_text + tokenized.span_text(best) + lead_text(tokenized, elements[owner + 1])

@@ -67,8 +67,11 @@ OPENER_KINDS = frozenset({SpanKind.OPEN, SpanKind.WEIGHT_PREFIX})
 CLOSER_KINDS = frozenset(
     {SpanKind.CLOSE, SpanKind.SECTION_CLOSE, SpanKind.WEIGHT_SUFFIX, SpanKind.PART_WEIGHT}
 )
+WORD_KINDS = frozenset({SpanKind.TEXT, SpanKind.ESCAPE})
 # Spans that carry meaning of their own; a tag without any of them is empty.
-CONTENT_KINDS = frozenset({SpanKind.TEXT, SpanKind.ESCAPE}) | LORA_KINDS
+CONTENT_KINDS = WORD_KINDS | LORA_KINDS
+# When tags between two others disappear, the strongest separator among them is the one kept.
+SEPARATOR_STRENGTH = {SpanKind.COMMA: 1, SpanKind.PIPE: 2, SpanKind.BREAK: 3}
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,14 @@ from peropix_tui.core.prompt.elements import (
     split_elements,
 )
 from peropix_tui.core.prompt.rewrite import element_words, paired_spans, rewrite
-from peropix_tui.core.prompt.syntax import LORA_KINDS, Dialect, LoraRef, SpanKind
+from peropix_tui.core.prompt.syntax import (
+    LORA_KINDS,
+    SEPARATOR_STRENGTH,
+    WORD_KINDS,
+    Dialect,
+    LoraRef,
+    SpanKind,
+)
 from peropix_tui.core.prompt.tokens import TokenizedPrompt, tokenize
 
 UnderscoreMode = Literal["keep", "spaces", "underscores"]
@@ -23,8 +30,6 @@ _SPACES = re.compile(r"\s+")
 # Danbooru emoticon tags keep their underscore: it is part of the face, not a word separator.
 _EMOTICON = re.compile(r"(?:[^\w\s]|[oOuUxXtTqQ0-9]){1,2}_+(?:[^\w\s]|[oOuUxXtTqQ0-9]){1,2}")
 _JOINERS = {SpanKind.COMMA: ", ", SpanKind.PIPE: " | ", SpanKind.BREAK: " BREAK "}
-_STRENGTH = {SpanKind.COMMA: 1, SpanKind.PIPE: 2, SpanKind.BREAK: 3}
-_WORD_KINDS = frozenset({SpanKind.TEXT, SpanKind.ESCAPE})
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +95,7 @@ def normalize_prompt(
             separator = None
         if element.separator >= 0 and parts:
             kind = kinds[element.separator]
-            if separator is None or _STRENGTH[kind] > _STRENGTH[separator]:
+            if separator is None or SEPARATOR_STRENGTH[kind] > SEPARATOR_STRENGTH[separator]:
                 separator = kind
     return "".join(parts)
 
@@ -106,7 +111,7 @@ def _tidy(tokenized: TokenizedPrompt, element: Element, underscores: UnderscoreM
         kind = kinds[index]
         piece = tokenized.span_text(index)
         if kind is SpanKind.SPACE:
-            between_words = kinds[index - 1] in _WORD_KINDS and kinds[index + 1] in _WORD_KINDS
+            between_words = kinds[index - 1] in WORD_KINDS and kinds[index + 1] in WORD_KINDS
             piece = "_" if convert and underscores == "underscores" and between_words else " "
         elif kind is SpanKind.TEXT and convert and underscores == "spaces":
             piece = piece.replace("_", " ")
@@ -116,7 +121,7 @@ def _tidy(tokenized: TokenizedPrompt, element: Element, underscores: UnderscoreM
 
 
 def _collapse(pieces: list[str], protected: list[bool]) -> str:
-    """Concatenate with whitespace runs collapsed to one space, except inside LoRA tags (names keep theirs)"""
+    """Concatenate, collapsing whitespace runs to one space except inside LoRA tags (names keep theirs)."""
     out: list[str] = []
     run: list[str] = []
     for piece, keep in zip(pieces, protected, strict=True):
