@@ -60,6 +60,28 @@ _SD_PATTERN = re.compile(
     r"|(?P<other>.)",
     re.DOTALL,
 )
+_PLAIN_GROUPS = {
+    "ws": SpanKind.SPACE,
+    "text": SpanKind.TEXT,
+    "text2": SpanKind.TEXT,
+    "other": SpanKind.TEXT,
+    "comma": SpanKind.COMMA,
+    "pipe": SpanKind.PIPE,
+    "escape": SpanKind.ESCAPE,
+    "brk": SpanKind.BREAK,
+}
+
+
+def _scan_table(pattern: re.Pattern[str]) -> tuple[re.Pattern[str], list[SpanKind | None]]:
+    """The pattern with, per group number, the kind of a plain token (None: needs `_Scanner.special`)."""
+    plain: list[SpanKind | None] = [None] * (pattern.groups + 1)
+    for name, index in pattern.groupindex.items():
+        plain[index] = _PLAIN_GROUPS.get(name)
+    return pattern, plain
+
+
+_NAI_SCAN = _scan_table(_NAI_PATTERN)
+_SD_SCAN = _scan_table(_SD_PATTERN)
 _WEIGHT_RE = re.compile(rf"[+-]?{_NUM}")
 _INT_RE = re.compile(r"\d+")
 
@@ -72,13 +94,13 @@ _LORA_POSITIONS = {1: "te", 2: "unet", 3: "dyn"}
 class TokenizedPrompt:
     """The result of `tokenize`: spans tiling the text, plus diagnostics, LoRA tags and bracket pairs.
 
-    The span columns (`kinds`, `starts`, ... ) are tuples indexed like `spans`; hot paths read them directly.
+    The span columns (`kinds`, `starts`, `ends`, `weights`, `depths`, and `byte_starts`/`byte_ends`, worked
+    out on first use) are tuples indexed like `spans`; hot paths read them instead of building Span objects.
     """
 
     __slots__ = (
+        "_bytes",
         "_spans",
-        "byte_ends",
-        "byte_starts",
         "depths",
         "diagnostics",
         "dialect",
@@ -96,13 +118,7 @@ class TokenizedPrompt:
         text: str,
         dialect: Dialect,
         columns: tuple[
-            tuple[SpanKind, ...],
-            tuple[int, ...],
-            tuple[int, ...],
-            tuple[int, ...],
-            tuple[int, ...],
-            tuple[float, ...],
-            tuple[int, ...],
+            tuple[SpanKind, ...], tuple[int, ...], tuple[int, ...], tuple[float, ...], tuple[int, ...]
         ],
         diagnostics: list[Diagnostic],
         loras: list[LoraRef],
@@ -110,26 +126,42 @@ class TokenizedPrompt:
     ) -> None:
         self.text = text
         self.dialect = dialect
-        (self.kinds, self.starts, self.ends, self.byte_starts, self.byte_ends, self.weights, self.depths) = (
-            columns
-        )
+        self.kinds, self.starts, self.ends, self.weights, self.depths = columns
         self.diagnostics = diagnostics
         self.loras = loras
         self.pairs = pairs
+        self._bytes: tuple[tuple[int, ...], tuple[int, ...]] | None = None
         self._spans: list[Span] | None = None
+
+    @property
+    def byte_starts(self) -> tuple[int, ...]:
+        return self._byte_columns()[0]
+
+    @property
+    def byte_ends(self) -> tuple[int, ...]:
+        return self._byte_columns()[1]
+
+    def _byte_columns(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        if self._bytes is None:
+            if self.text.isascii():
+                self._bytes = (self.starts, self.ends)
+            else:
+                self._bytes = _byte_offsets(self.text, self.ends)
+        return self._bytes
 
     @property
     def spans(self) -> list[Span]:
         """The spans in text order; built on first use and shared afterwards (treat as read-only)."""
         if self._spans is None:
+            byte_starts, byte_ends = self._byte_columns()
             self._spans = list(
                 map(
                     Span,
                     self.kinds,
                     self.starts,
                     self.ends,
-                    self.byte_starts,
-                    self.byte_ends,
+                    byte_starts,
+                    byte_ends,
                     self.weights,
                     self.depths,
                 )
@@ -190,54 +222,69 @@ class _Scanner:
         self.depths.append(len(self.stack))
 
     def run(self) -> TokenizedPrompt:
-        text = self.text
+        """The scan loop: plain tokens are appended inline (they are most of any prompt), the rest goes
+        through `special`; local copies of the mark and depth are refreshed after each special token."""
         kinds = self.kinds
+        starts = self.starts
         ends = self.ends
         marks = self.marks
         depths = self.depths
-        stack = self.stack
-        emit = self.emit
+        add_kind = kinds.append
+        add_start = starts.append
+        add_end = ends.append
+        add_mark = marks.append
+        add_depth = depths.append
         text_kind = SpanKind.TEXT
         space_kind = SpanKind.SPACE
-        has_pipe = "|" in text
-        pattern = _NAI_PATTERN if self.nai else _SD_PATTERN
-        for m in pattern.finditer(text):
-            group = m.lastgroup
+        pattern, plain = _NAI_SCAN if self.nai else _SD_SCAN
+        mark = self.mark
+        depth = 0
+        for m in pattern.finditer(self.text):
+            kind = plain[m.lastindex]  # type: ignore[index]
+            if kind is None:
+                self.special(m)
+                mark = self.mark
+                depth = len(self.stack)
+                continue
             start, end = m.span()
-            if group in ("text", "ws", "text2", "other"):
-                kind = space_kind if group == "ws" else text_kind
-                if kinds and kinds[-1] is kind and marks[-1] == self.mark and depths[-1] == len(stack):
-                    ends[-1] = end
-                else:
-                    emit(kind, start, end)
-            elif group == "comma":
-                emit(SpanKind.COMMA, start, end)
-            elif group == "open":
-                self.open_bracket(text[start], start)
-            elif group == "close":
-                self.close_bracket(text[start], start)
-            elif group == "pipe":
-                emit(SpanKind.PIPE, start, end)
-            elif group == "lora":
-                self.lora(m)
-            elif group == "lorabad":
-                self.diagnostics.append(Diagnostic(start, end, f"LoRA tag at {start} is not closed with '>'"))
-                emit(SpanKind.ERROR, start, start + 1)
-                emit(text_kind, start + 1, end)
-            elif group == "prefix":
-                self.open_section(start, end)
-            elif group == "sclose":
-                self.close_section(start, end)
-            elif group == "pweight":
-                kind = SpanKind.PART_WEIGHT if has_pipe else text_kind
-                self.weighted_value(kind, start, m.start("pws"), m.start("pnum"), end)
-            elif group == "escape":
-                emit(SpanKind.ESCAPE, start, end)
-            elif group == "brk":
-                emit(SpanKind.BREAK, start, end)
-            else:  # suffix
-                self.suffix(start, m.start("sws"), m.start("snum"), end, float(m.group("snum")))
+            if (
+                (kind is text_kind or kind is space_kind)
+                and kinds
+                and kinds[-1] is kind
+                and marks[-1] == mark
+                and depths[-1] == depth
+            ):
+                ends[-1] = end
+            else:
+                add_kind(kind)
+                add_start(start)
+                add_end(end)
+                add_mark(mark)
+                add_depth(depth)
         return self.finish()
+
+    def special(self, m: re.Match[str]) -> None:
+        group = m.lastgroup
+        start, end = m.span()
+        if group == "open":
+            self.open_bracket(self.text[start], start)
+        elif group == "close":
+            self.close_bracket(self.text[start], start)
+        elif group == "lora":
+            self.lora(m)
+        elif group == "lorabad":
+            self.diagnostics.append(Diagnostic(start, end, f"LoRA tag at {start} is not closed with '>'"))
+            self.emit(SpanKind.ERROR, start, start + 1)
+            self.emit(SpanKind.TEXT, start + 1, end)
+        elif group == "prefix":
+            self.open_section(start, end)
+        elif group == "sclose":
+            self.close_section(start, end)
+        elif group == "pweight":
+            kind = SpanKind.PART_WEIGHT if "|" in self.text else SpanKind.TEXT
+            self.weighted_value(kind, start, m.start("pws"), m.start("pnum"), end)
+        else:  # suffix
+            self.suffix(start, m.start("sws"), m.start("snum"), end, float(m.group("snum")))
 
     def text_run(self, start: int, end: int) -> None:
         kinds = self.kinds
@@ -401,16 +448,10 @@ class _Scanner:
             for frame in range(1, len(frame_weight)):  # parents are always older frames
                 frame_weight[frame] *= frame_weight[parents[frame]]
             weights = tuple([frame_weight[int(mark)] for mark in self.marks])
-        starts = tuple(self.starts)
-        ends = tuple(self.ends)
-        if self.text.isascii():
-            byte_starts, byte_ends = starts, ends
-        else:
-            byte_starts, byte_ends = _byte_offsets(self.text, starts, ends)
         return TokenizedPrompt(
             self.text,
             self.dialect,
-            (tuple(kinds), starts, ends, byte_starts, byte_ends, weights, tuple(self.depths)),
+            (tuple(kinds), tuple(self.starts), tuple(self.ends), weights, tuple(self.depths)),
             self.diagnostics,
             self.loras,
             self.pairs,
@@ -436,19 +477,17 @@ def _lora_value(value: str, position: int, at: int, values: dict[str, str]) -> s
     return ""
 
 
-def _byte_offsets(
-    text: str, starts: tuple[int, ...], ends: tuple[int, ...]
-) -> tuple[tuple[int, ...], tuple[int, ...]]:
+def _byte_offsets(text: str, ends: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """UTF-8 offsets; lone surrogates count as the 3 bytes `surrogatepass` gives them, so nothing raises."""
-    byte_starts: list[int] = []
     byte_ends: list[int] = []
     position = 0
-    for start, end in zip(starts, ends, strict=True):
-        byte_starts.append(position)
-        piece = text[start:end]
+    previous = 0
+    for end in ends:
+        piece = text[previous:end]
         position += len(piece) if piece.isascii() else len(piece.encode("utf-8", "surrogatepass"))
         byte_ends.append(position)
-    return tuple(byte_starts), tuple(byte_ends)
+        previous = end
+    return (0, *byte_ends[:-1]), tuple(byte_ends)
 
 
 _STRIPPED_KINDS = LORA_KINDS | {
