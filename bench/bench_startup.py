@@ -57,8 +57,10 @@ def main() -> None:
             torch_seen |= torch
             ref.append(run("bare", env)[0])
     o, r = statistics.median(ours), statistics.median(ref)
-    print(f"first frame, median of {rounds}: peropix {o * 1000:.0f} ms | bare Textual app {r * 1000:.0f} ms "
-          f"| ratio {o / r:.2f} | goal < 500 ms: {'met' if o < 0.5 else 'MISSED'}")
+    print(
+        f"first frame, median of {rounds}: peropix {o * 1000:.0f} ms | bare Textual app {r * 1000:.0f} ms "
+        f"| ratio {o / r:.2f} | goal < 500 ms: {'met' if o < 0.5 else 'MISSED'}"
+    )
     print(f"torch imported during start: {torch_seen}")
 
 

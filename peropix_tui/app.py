@@ -7,8 +7,10 @@ Screens own their widgets; the app owns what is global: the settings object, the
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from textual.app import App
 from textual.binding import Binding, BindingType
@@ -28,7 +30,11 @@ log = logging.getLogger(__name__)
 STYLES = Path(__file__).parent / "styles"
 
 
-def _screen_factory(name: str) -> type[Screen[None]]:
+def _make_screen(name: str) -> Screen[None]:
+    return _screen_class(name)()
+
+
+def _screen_class(name: str) -> type[Screen[None]]:
     # Imported here so each screen module is loaded once, when its mode is first shown.
     if name == "generate":
         from peropix_tui.screens.generate import GenerateScreen
@@ -58,7 +64,9 @@ class PeropixApp(App[int]):
     CSS_PATH = STYLES / "app.tcss"
     COMMANDS: ClassVar = App.COMMANDS | {PeropixCommands}
     DEFAULT_MODE = "generate"
-    MODES: ClassVar = {info.name: (lambda n=info.name: _screen_factory(n)()) for info in MODE_INFO}
+    MODES: ClassVar[dict[str, str | Callable[[], Screen[Any]]]] = {
+        info.name: partial(_make_screen, info.name) for info in MODE_INFO
+    }
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+q", "request_quit", "Quit", priority=True, id="quit"),
         Binding("f1", "help", "Help", priority=True, id="help"),

@@ -40,7 +40,7 @@ def palette_entries(screen: Screen[object]) -> list[PaletteEntry]:
                 seen.add(binding.action)
                 key = binding.key_display or app.get_key_display(binding)
                 entries.append(
-                    PaletteEntry(binding.description, f"{key}", partial(node.run_action, binding.action))
+                    PaletteEntry(binding.description, f"{key}", partial(app.run_action, binding.action, node))
                 )
     entries.append(PaletteEntry("Help", "Every key of this screen (F1)", partial(app.run_action, "help")))
     entries.append(PaletteEntry("Quit", "Leave peropix (ctrl+q)", partial(app.run_action, "request_quit")))

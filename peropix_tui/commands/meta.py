@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_LABEL_WIDTH = 12
+_LABEL_WIDTH = 14
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -33,14 +33,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     show = meta_sub.add_parser("show", help="print the generation settings stored in images")
     show.add_argument("files", nargs="+", type=Path, metavar="FILE")
-    show.add_argument(
-        "--json", action="store_true", help="print one JSON document (a list, one object per file)"
-    )
+    show.add_argument("--json", action="store_true", help="print one JSON document (a list, one object per file)")
     show.set_defaults(func=_show)
 
-    strip = meta_sub.add_parser(
-        "strip", help="remove metadata (text chunks, EXIF, stealth alpha) from images"
-    )
+    strip = meta_sub.add_parser("strip", help="remove metadata (text chunks, EXIF, stealth alpha) from images")
     strip.add_argument("files", nargs="+", type=Path, metavar="FILE")
     where = strip.add_mutually_exclusive_group(required=True)
     where.add_argument("--in-place", action="store_true", help="overwrite each file (atomically)")
@@ -54,7 +50,8 @@ def _fail(message: str) -> None:
 
 
 def _indent(text: str) -> str:
-    return text.replace("\n", "\n" + " " * (_LABEL_WIDTH + 2))
+    """Continuation lines of a multi-line prompt line up under the first; trailing newlines are dropped."""
+    return text.rstrip("\n").replace("\n", "\n" + " " * (_LABEL_WIDTH + 2))
 
 
 def _number(value: float) -> str:
@@ -62,7 +59,7 @@ def _number(value: float) -> str:
 
 
 def _lines(meta: ImageMetadata) -> list[str]:
-    rows: list[tuple[str, str]] = []
+    rows: list[tuple[str, str]] = [("found in", ", ".join(meta.found_in) or "nothing")]
     if meta.prompt is not None:
         rows.append(("prompt", meta.prompt))
     if meta.negative_prompt is not None:
@@ -92,7 +89,6 @@ def _lines(meta: ImageMetadata) -> list[str]:
         rows.append(("loras", ", ".join(tag for tag, _name in meta.loras)))
     if meta.software is not None:
         rows.append(("software", meta.software))
-    rows.append(("found in", ", ".join(meta.found_in) or "nothing"))
     lines = [f"  {label + ':':<{_LABEL_WIDTH}}{_indent(value)}" for label, value in rows]
     for number, char in enumerate(meta.characters, 1):
         where = ", ".join(f"({_number(x)}, {_number(y)})" for x, y in char.centers)

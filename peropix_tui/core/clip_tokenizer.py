@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import html
+import itertools
 import threading
 from functools import lru_cache
 from importlib import resources
@@ -60,9 +61,7 @@ class ClipTokenizer:
             return cached
         parts = [*word[:-1], word[-1] + "</w>"]
         while len(parts) > 1:
-            best = min(
-                ((self.ranks.get((a, b), 1 << 30), i) for i, (a, b) in enumerate(zip(parts, parts[1:], strict=False))),
-            )
+            best = min((self.ranks.get(pair, 1 << 30), i) for i, pair in enumerate(itertools.pairwise(parts)))
             if best[0] == 1 << 30:
                 break
             i = best[1]

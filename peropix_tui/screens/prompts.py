@@ -115,7 +115,7 @@ class _HashStopped(Exception):
 class LoraTable(DataTable[Text]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("r", "screen.rescan", "Rescan LoRA folders", id="lora_rescan"),
-        Binding("ctrl+r", "screen.rescan", "Rescan LoRA folders", id="lora_rescan_ctrl"),
+        Binding("ctrl+r", "screen.rescan", "Rescan LoRA folders", show=False, id="lora_rescan_ctrl"),
         Binding("h", "screen.hash_selected", "Compute hashes (SHA256, AutoV2, AutoV3)", id="lora_hash"),
         Binding("c", "screen.copy_tag", "Copy the <lora:name:1> tag", id="lora_copy_tag"),
     ]
@@ -124,9 +124,17 @@ class LoraTable(DataTable[Text]):
 class FilterTable(DataTable[Text]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("e", "screen.edit_filter", "Edit the filter list in $EDITOR", id="filters_edit"),
-        Binding("ctrl+e", "screen.edit_filter", "Edit the filter list in $EDITOR", id="filters_edit_ctrl"),
+        Binding(
+            "ctrl+e",
+            "screen.edit_filter",
+            "Edit the filter list in $EDITOR",
+            show=False,
+            id="filters_edit_ctrl",
+        ),
         Binding("r", "screen.reload_filters", "Reload word filters", id="filters_reload"),
-        Binding("ctrl+r", "screen.reload_filters", "Reload word filters", id="filters_reload_ctrl"),
+        Binding(
+            "ctrl+r", "screen.reload_filters", "Reload word filters", show=False, id="filters_reload_ctrl"
+        ),
     ]
 
 
@@ -134,7 +142,7 @@ def _scan_summary(library: LoraLibrary, folders: list[Path]) -> str:
     if not library.files:
         where = ", ".join(str(f) for f in folders)
         return f"No .safetensors files in {where}"
-    parts = [f"{len(library.files)} LoRA files in {len(folders)} folder(s)"]
+    parts = [f"{len(library.files)} LoRA files under {len(folders)} configured folder(s)"]
     damaged = len(library.damaged)
     colliding = len(library.colliding)
     renamed = sum(1 for f in library.files if f.stem_differs)
@@ -195,12 +203,12 @@ class PromptToolsScreen(Screen[None]):
 
     def on_mount(self) -> None:
         table = self.query_one(LoraTable)
-        table.add_column("File", key="file", width=28)
-        table.add_column("Tag name", key="tag", width=22)
-        table.add_column("Base model", key="base", width=16)
-        table.add_column("Dim/α", key="dim", width=9)
-        table.add_column("Size", key="size", width=10)
-        table.add_column("Flags", key="flags")
+        table.add_column("File", key="file", width=24)
+        table.add_column("Tag name", key="tag", width=18)
+        table.add_column("Flags", key="flags", width=28)
+        table.add_column("Base model", key="base", width=14)
+        table.add_column("Dim/α", key="dim", width=7)
+        table.add_column("Size", key="size", width=9)
         filters = self.query_one(FilterTable)
         filters.add_column("Category", key="name", width=16)
         filters.add_column("Tags", key="count", width=7)
@@ -296,10 +304,10 @@ class PromptToolsScreen(Screen[None]):
         return [
             Text(entry.relative),
             Text(entry.tag_name if entry.error is None else "—"),
+            self._flags(entry),
             Text(entry.base_model),
             Text(dim),
             Text(format_size(entry.size), justify="right"),
-            self._flags(entry),
         ]
 
     def _flags(self, entry: LoraFile) -> Text:
@@ -551,8 +559,8 @@ class PromptToolsScreen(Screen[None]):
         user_copies = sum(1 for row in message.rows if row.user_copy)
         self.query_one("#filters-status", Label).update(
             Text(
-                f"{len(message.rows)} categories; {user_copies} edited copies in {message.folder}, "
-                "the rest are the lists shipped with peropix (press e to edit one)"
+                f"{len(message.rows)} categories: {user_copies} from your folder {message.folder}, "
+                f"{len(message.rows) - user_copies} shipped with peropix (e edits your copy)"
             )
         )
         current = self._selected_filter()

@@ -65,14 +65,17 @@ class SettingsScreen(Screen[None]):
             for key, leaf in LEAVES.items():
                 if leaf.section != current_section:
                     current_section = leaf.section
-                    yield Static(Text(SECTION_TITLES.get(current_section, current_section), style="bold"),
-                                 classes="settings-section")
+                    yield Static(
+                        Text(SECTION_TITLES.get(current_section, current_section), style="bold"),
+                        classes="settings-section",
+                    )
                 with Horizontal(classes="settings-row"):
                     yield Label(key, classes="settings-label")
                     yield self._editor(key, leaf.type, self.config.get(key))
                     yield Label("", id=_field_id(key) + "-error", classes="settings-error")
-            yield Static(Text("Secrets (stored with mode 0600; leave empty to keep)", style="bold"),
-                         classes="settings-section")
+            yield Static(
+                Text("Secrets (stored with mode 0600; leave empty to keep)", style="bold"), classes="settings-section"
+            )
             for name in SECRET_NAMES:
                 with Horizontal(classes="settings-row"):
                     yield Label(SECRET_LABELS[name], classes="settings-label")
@@ -101,8 +104,9 @@ class SettingsScreen(Screen[None]):
             themes = sorted(self.app.available_themes)
             if value not in themes:
                 themes.append(str(value))
-            return Select([(t, t) for t in themes], value=str(value), allow_blank=False, id=fid,
-                          classes="settings-input")
+            return Select(
+                [(t, t) for t in themes], value=str(value), allow_blank=False, id=fid, classes="settings-input"
+            )
         return Input(_as_text(value), id=fid, classes="settings-input")
 
     def _read_field(self, key: str) -> Any:

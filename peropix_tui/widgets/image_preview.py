@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,7 +34,7 @@ MAX_PIXELS = 80_000_000
 
 def probe_terminal() -> None:
     """Import textual-image now, while the terminal still answers its capability queries."""
-    import textual_image.renderable  # noqa: F401
+    import textual_image.renderable
     import textual_image.widget  # noqa: F401
 
 
@@ -58,7 +59,7 @@ def describe_capabilities(setting: str) -> str:
     return f"setting {setting}, terminal supports {detected}, using {chosen}; cell {cell.width}×{cell.height} px"
 
 
-def image_widget_class(setting: str) -> type[Widget] | None:
+def image_widget_class(setting: str) -> Callable[..., Widget] | None:
     """The textual-image widget class for a renderer setting (None when previews are off)."""
     if setting == "off":
         return None
@@ -71,7 +72,7 @@ def image_widget_class(setting: str) -> type[Widget] | None:
         "halfcell": w.HalfcellImage,
         "unicode": w.UnicodeImage,
     }
-    cls: type[Widget] = classes.get(setting, w.Image)
+    cls: Callable[..., Widget] = classes.get(setting, w.Image)
     return cls
 
 
@@ -156,5 +157,5 @@ class ImagePreview(Container):
         cls = image_widget_class(self.renderer)
         if cls is None:
             return
-        widget = cls(event.thumb.image, classes="preview-image")  # type: ignore[call-arg]
+        widget = cls(event.thumb.image, classes="preview-image")
         self.mount(widget)

@@ -56,7 +56,7 @@ def test_disk_full_is_a_clear_error_and_old_file_survives(tmp_path: Path, monkey
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(atomicio.os, "fsync", full_disk)
-    with pytest.raises(DiskFullError, match="disk full while writing .*out.bin"):
+    with pytest.raises(DiskFullError, match=r"disk full while writing .*out\.bin"):
         atomic_write_bytes(target, b"new" * 1000)
     monkeypatch.setattr(atomicio.os, "fsync", real_fsync)
     assert target.read_bytes() == b"previous"

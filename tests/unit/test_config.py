@@ -116,7 +116,7 @@ def test_set_refuses_bad_values_with_key_in_message(tmp_path: Path) -> None:
         cfg.set("executors.gpu", 2)
     with pytest.raises(ConfigError, match=r"endpoints.nai_base_url: must be an http\(s\) URL"):
         cfg.set("endpoints.nai_base_url", "ftp://x")
-    with pytest.raises(ConfigError, match="unknown setting 'ui.nope'"):
+    with pytest.raises(ConfigError, match=r"unknown setting 'ui\.nope'"):
         cfg.set("ui.nope", 1)
     with pytest.raises(ConfigError, match="true or false"):
         cfg.set("ui.mouse", "maybe", from_text=True)

@@ -21,12 +21,14 @@ def imported_roots(path: Path) -> set[str]:
             roots.update(alias.name.split(".")[0] for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             roots.add(node.module.split(".")[0])
-        elif isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) in (
-            "import_module",
-            "__import__",
+        elif (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "attr", getattr(node.func, "id", "")) in ("import_module", "__import__")
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
         ):
-            if node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str):
-                roots.add(node.args[0].value.split(".")[0])
+            roots.add(node.args[0].value.split(".")[0])
     return roots
 
 
@@ -49,9 +51,7 @@ def test_headless_layers_never_import_textual(layer: str) -> None:
 def test_torch_only_inside_engine_local() -> None:
     local = PACKAGE / "engine" / "local"
     offenders = [
-        str(f.relative_to(PACKAGE))
-        for f in package_files()
-        if "torch" in imported_roots(f) and local not in f.parents
+        str(f.relative_to(PACKAGE)) for f in package_files() if "torch" in imported_roots(f) and local not in f.parents
     ]
     assert offenders == []
 
@@ -81,8 +81,5 @@ def test_importing_the_app_does_not_import_torch() -> None:
 
 
 def test_headless_command_does_not_import_textual(tmp_path: Path) -> None:
-    body = (
-        "from peropix_tui.cli import main\n"
-        f"main(['config', 'path'])"
-    )
+    body = "from peropix_tui.cli import main\nmain(['config', 'path'])"
     assert run_python(PROBE.format(body=body)) == "[]"

@@ -246,8 +246,7 @@ async def test_executor_failure_fails_only_that_job() -> None:
 
     async with JobManager() as manager:
         jobs = [
-            manager.submit(make(p), name=p, kind="scan")
-            for p in ["a.safetensors", "bad.safetensors", "c.safetensors"]
+            manager.submit(make(p), name=p, kind="scan") for p in ["a.safetensors", "bad.safetensors", "c.safetensors"]
         ]
         await manager.wait_all()
         assert [j.state for j in jobs] == [JobState.DONE, JobState.FAILED, JobState.DONE]
@@ -285,9 +284,7 @@ async def test_unexpected_exception_is_internal_error_and_logged(caplog: pytest.
         sync_job = manager.submit(cast(Any, not_async), name="sync", kind="k")
         await manager.wait(sync_job.id)
         assert sync_job.state is JobState.FAILED
-        assert sync_job.failure is not None and sync_job.failure.message.startswith(
-            "internal error: TypeError"
-        )
+        assert sync_job.failure is not None and sync_job.failure.message.startswith("internal error: TypeError")
 
 
 async def test_coalescing_with_slow_consumer() -> None:
@@ -307,12 +304,7 @@ async def test_coalescing_with_slow_consumer() -> None:
         async for event in stream:
             delivered.append(event)
             await asyncio.sleep(0.003)
-            if (
-                event.kind == "state"
-                and event.state.terminal
-                and manager.active_count == 0
-                and not len(stream)
-            ):
+            if event.kind == "state" and event.state.terminal and manager.active_count == 0 and not len(stream):
                 break
         stream.close()
     for job in jobs:
@@ -380,9 +372,7 @@ async def test_retry_of_failed_and_cancelled_jobs() -> None:
         assert (second.state, second.result) == (JobState.DONE, "image")
         assert first.state is JobState.FAILED
         assert attempts == [1, 2]
-        with pytest.raises(
-            JobStateError, match="job 2 is done; only failed or cancelled jobs can be retried"
-        ):
+        with pytest.raises(JobStateError, match="job 2 is done; only failed or cancelled jobs can be retried"):
             manager.retry(second.id)
         with pytest.raises(UnknownJobError, match="no job 99"):
             manager.retry(99)

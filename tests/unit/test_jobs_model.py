@@ -68,9 +68,7 @@ def test_progress_fraction() -> None:
     assert Progress(0, 0).fraction is None
 
 
-@pytest.mark.parametrize(
-    ("done", "total"), [(-1, None), (math.nan, None), (math.inf, 1), (1, -2), (1, math.nan)]
-)
+@pytest.mark.parametrize(("done", "total"), [(-1, None), (math.nan, None), (math.inf, 1), (1, -2), (1, math.nan)])
 def test_progress_rejects_nonsense(done: float, total: float | None) -> None:
     with pytest.raises(ValueError, match="progress"):
         Progress(done, total)

@@ -51,10 +51,7 @@ def test_parse_cropped_a1111_fixture() -> None:
 def test_forge_fixture_multiline_prompt_and_round_trip() -> None:
     text = fixture_parameters("a1111__enslo_sd-metadata__forge.png")
     params = parse_parameters(text)
-    assert (
-        params.prompt
-        == "general, masterpiece, best quality, amazing quality, \n1girl, solo, hatsune miku, テスト"
-    )
+    assert params.prompt == "general, masterpiece, best quality, amazing quality, \n1girl, solo, hatsune miku, テスト"
     assert params.negative_prompt == "bad quality, worst quality, worst detail, sketch, censor,"
     assert params.settings["Schedule type"] == "Karras"
     assert params.settings["Version"] == "f2.0.1v1.10.1-previous-669-gdfdcbab6"
@@ -110,9 +107,7 @@ def test_legacy_sampler_with_schedule() -> None:
 
 
 def test_bad_numbers_stay_raw_with_warning() -> None:
-    meta = from_a1111(
-        parse_parameters("p\nSteps: many, Seed: 99999999999999999999999, Size: big, CFG scale: 0")
-    )
+    meta = from_a1111(parse_parameters("p\nSteps: many, Seed: 99999999999999999999999, Size: big, CFG scale: 0"))
     assert meta.steps is None and meta.seed is None and meta.width is None
     assert meta.cfg == 0.0  # zero is a value
     assert meta.parameters_extra == {"Steps": "many", "Seed": "99999999999999999999999", "Size": "big"}
@@ -133,13 +128,13 @@ def test_spec_sampler_and_schedule_names() -> None:
     assert schedule_to_nai("SGM Uniform") == "SGM Uniform"
 
 
-_line_text = st.text(st.characters(blacklist_characters="\n\r", blacklist_categories=("Cs",)), max_size=30)
+_line_text = st.text(st.characters(exclude_characters="\n\r", exclude_categories=["Cs"]), max_size=30)
 _key = st.text(
-    st.characters(blacklist_characters=':,\n"', blacklist_categories=("Cs", "Zs", "Cc", "Zl", "Zp")),
+    st.characters(exclude_characters=':,\n"', exclude_categories=("Cs", "Zs", "Cc", "Zl", "Zp")),
     min_size=1,
     max_size=12,
 )
-_value = st.text(st.characters(blacklist_categories=("Cs",)), max_size=30)
+_value = st.text(st.characters(exclude_categories=["Cs"]), max_size=30)
 
 
 @given(
@@ -148,17 +143,13 @@ _value = st.text(st.characters(blacklist_categories=("Cs",)), max_size=30)
     settings=st.dictionaries(_key, _value, max_size=6),
 )
 def test_format_parse_round_trip(prompt: str, negative: str, settings: dict[str, str]) -> None:
-    # A prompt line that itself reads as "Key: value" settings, or that starts the negative block, is ambiguous
-    # in the format; real A1111 text has the same limits.
+    # A prompt line that reads as "Key: value" settings, or that starts the negative block, is ambiguous in
+    # the format; real A1111 text has the same limits.
     for line in (prompt + "\n" + negative).split("\n"):
         assume(parse_settings(line) is None and not line.startswith("Negative prompt:"))
     params = A1111Parameters(prompt, negative, settings)
     text = format_parameters(params)
-    if (
-        settings
-        and len(settings) < 3
-        and not {"Steps", "Sampler", "CFG scale", "Seed", "Size"} & set(settings)
-    ):
+    if settings and len(settings) < 3 and not {"Steps", "Sampler", "CFG scale", "Seed", "Size"} & set(settings):
         settings_line = text.rsplit("\n", 1)[-1]
         assert parse_settings(settings_line) == settings
         return

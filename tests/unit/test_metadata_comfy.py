@@ -28,9 +28,7 @@ def test_img2img_graph() -> None:
     assert s is not None
     sampler = raw["3"]["inputs"]
     assert (
-        s.prompt
-        == raw["6"]["inputs"]["text"]
-        == "photograph of victorian woman with wings, sky clouds, meadow grass\n"
+        s.prompt == raw["6"]["inputs"]["text"] == "photograph of victorian woman with wings, sky clouds, meadow grass\n"
     )
     assert s.negative_prompt == raw["7"]["inputs"]["text"]
     assert (s.seed, s.steps, s.cfg, s.denoise) == (sampler["seed"], 20, 8.0, sampler["denoise"])

@@ -44,18 +44,11 @@ def test_unicode_byte_order_detected_from_text(encoding: str, hint: bool) -> Non
 
 def test_unicode_bom_and_cjk_only_text() -> None:
     assert (
-        decode_user_comment(b"UNICODE\0\xff\xfe" + "テスト".encode("utf-16-le"), big_endian_hint=True).text
-        == "テスト"
+        decode_user_comment(b"UNICODE\0\xff\xfe" + "テスト".encode("utf-16-le"), big_endian_hint=True).text == "テスト"
     )
     # no ASCII to tell the order by: the TIFF byte order decides
-    assert (
-        decode_user_comment(b"UNICODE\0" + "テスト".encode("utf-16-be"), big_endian_hint=True).text
-        == "テスト"
-    )
-    assert (
-        decode_user_comment(b"UNICODE\0" + "テスト".encode("utf-16-le"), big_endian_hint=False).text
-        == "テスト"
-    )
+    assert decode_user_comment(b"UNICODE\0" + "テスト".encode("utf-16-be"), big_endian_hint=True).text == "テスト"
+    assert decode_user_comment(b"UNICODE\0" + "テスト".encode("utf-16-le"), big_endian_hint=False).text == "テスト"
 
 
 def test_ascii_undefined_and_broken_charsets() -> None:

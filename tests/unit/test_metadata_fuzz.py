@@ -64,9 +64,7 @@ def test_flipped_bytes(name: str, flips: list[tuple[float, int]]) -> None:
     must_not_crash(bytes(data))
 
 
-_chunk_types = st.sampled_from(
-    [b"tEXt", b"zTXt", b"iTXt", b"eXIf", b"IDAT", b"IHDR", b"IEND", b"abcd", b"\0\0\0\0"]
-)
+_chunk_types = st.sampled_from([b"tEXt", b"zTXt", b"iTXt", b"eXIf", b"IDAT", b"IHDR", b"IEND", b"abcd", b"\0\0\0\0"])
 
 
 @FUZZ
@@ -86,9 +84,7 @@ def test_spliced_chunks(
     if compress:
         body = body[:8] + b"\0\0" + zlib.compress(body)
     crc = zlib.crc32(ctype + body) if good_crc else 0
-    chunk = (
-        struct.pack(">I4s", len(body) if length is None else length, ctype) + body + crc.to_bytes(4, "big")
-    )
+    chunk = struct.pack(">I4s", len(body) if length is None else length, ctype) + body + crc.to_bytes(4, "big")
     offset = 8 + int(where * (len(data) - 8))
     must_not_crash(data[:offset] + chunk + data[offset:])
 
@@ -132,11 +128,7 @@ def test_parameters_parser_never_fails(text: str) -> None:
 
 
 _json_values = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.text(max_size=8)
-    | st.lists(st.text(max_size=3), max_size=2),
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8) | st.lists(st.text(max_size=3), max_size=2),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=20,
 )
@@ -153,8 +145,7 @@ _json_values = st.recursive(
                     st.sampled_from(
                         ["positive", "negative", "steps", "seed", "model", "text", "latent_image", "width"]
                     ),
-                    _json_values
-                    | st.tuples(st.sampled_from(["1", "2", "3", "4", 1]), st.integers(0, 2)).map(list),
+                    _json_values | st.tuples(st.sampled_from(["1", "2", "3", "4", 1]), st.integers(0, 2)).map(list),
                 )
             },
         ),

@@ -116,9 +116,9 @@ def test_v5_model_keys_only_written_when_present() -> None:
 
 
 _MAPPED = {
-    "prompt", "uc", "seed", "steps", "scale", "cfg_rescale", "sm", "sm_dyn", "noise_schedule", "sampler", "width",
-    "height", "n_samples", "strength", "noise", "request_type", "model_name", "model_hash", "peropix",
-    "v4_prompt", "v4_negative_prompt",
+    "prompt", "uc", "seed", "steps", "scale", "cfg_rescale", "sm", "sm_dyn", "noise_schedule", "sampler",
+    "width", "height", "n_samples", "strength", "noise", "request_type", "model_name", "model_hash",
+    "peropix", "v4_prompt", "v4_negative_prompt",
 }  # fmt: skip
 _json_leaf = st.one_of(
     st.none(),
@@ -135,9 +135,7 @@ _json = st.recursive(
 
 
 @given(
-    unknown=st.dictionaries(
-        st.text(min_size=1, max_size=12).filter(lambda k: k not in _MAPPED), _json, max_size=6
-    ),
+    unknown=st.dictionaries(st.text(min_size=1, max_size=12).filter(lambda k: k not in _MAPPED), _json, max_size=6),
     known=st.fixed_dictionaries(
         {},
         optional={

@@ -157,7 +157,12 @@ def test_jpeg_named_png_is_read_with_a_warning(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("data", "message"),
-    [(b"", "empty file"), (b"GIF89a....", "not a PNG, WebP or JPEG"), (b"\x89PNG\r\n\x1a", "not a PNG")],
+    [
+        (b"", "empty file"),
+        (b"GIF89a....", "not a PNG, WebP or JPEG"),
+        (b"\x89PNG\r\n\x1a", "truncated inside its signature"),
+        (b"\x89PNG\r\n\x1a\0", "not a PNG"),
+    ],
 )
 def test_non_images_raise_one_line_errors(tmp_path: Path, data: bytes, message: str) -> None:
     target = tmp_path / "bad.png"

@@ -95,7 +95,7 @@ def test_no_alpha_and_no_magic() -> None:
 
 
 def test_plain_variant_is_read() -> None:
-    payload = "prompt\nSteps: 5".encode()
+    payload = b"prompt\nSteps: 5"
     alpha = alpha_with(MAGIC_PLAIN + (len(payload) * 8).to_bytes(4, "big") + payload)
     result = read_stealth(alpha)
     assert result is not None
@@ -128,9 +128,7 @@ def test_corrupt_gzip_and_bad_utf8_are_errors() -> None:
 
 @settings(max_examples=30, deadline=None)
 @given(
-    fields=st.dictionaries(
-        st.sampled_from(["Title", "Description", "Comment", "Source"]), st.text(max_size=80)
-    ),
+    fields=st.dictionaries(st.sampled_from(["Title", "Description", "Comment", "Source"]), st.text(max_size=80)),
     size=st.tuples(st.integers(100, 160), st.integers(100, 140)),
 )
 def test_embed_then_read_round_trip(fields: dict[str, str], size: tuple[int, int]) -> None:

@@ -243,9 +243,7 @@ metadata_text = st.text(st.characters(exclude_categories=["Cs"]), max_size=40)
 @settings(max_examples=60, deadline=None)
 @given(
     initial=st.dictionaries(metadata_text, metadata_text, max_size=6),
-    target=st.dictionaries(
-        metadata_text, st.text(st.characters(exclude_categories=["Cs"]), max_size=3000), max_size=8
-    ),
+    target=st.dictionaries(metadata_text, st.text(st.characters(exclude_categories=["Cs"]), max_size=3000), max_size=8),
     slack=st.sampled_from([0, 1, 7, 64, 4096]),
 )
 def test_random_metadata_round_trips_through_both_readers(

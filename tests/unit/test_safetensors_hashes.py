@@ -170,9 +170,7 @@ def test_any_content_any_chunking_matches_hashlib(content: bytes, chunk_size: in
 
 
 def make(autov1: str | None = "1A2B3C4D", autov3: str | None = "C" * 64) -> FileHashes:
-    return FileHashes(
-        size=1, sha256="ABCDEF0123" + "0" * 54, autov1=autov1, autov2="ABCDEF0123", autov3=autov3
-    )
+    return FileHashes(size=1, sha256="ABCDEF0123" + "0" * 54, autov1=autov1, autov2="ABCDEF0123", autov3=autov3)
 
 
 @pytest.mark.parametrize(

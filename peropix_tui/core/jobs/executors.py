@@ -51,11 +51,7 @@ class ExecutorSizes:
             value = getattr(self, f.name)
             hi = 1 if f.name == "gpu" else MAX_POOL_SIZE
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= hi:
-                rule = (
-                    "is fixed at 1 (GPU work is serialised)"
-                    if hi == 1
-                    else f"must be an integer from 1 to {hi}"
-                )
+                rule = "is fixed at 1 (GPU work is serialised)" if hi == 1 else f"must be an integer from 1 to {hi}"
                 raise ExecutorSizeError(f"executors.{f.name} {rule}, got {value!r}")
 
     def size_of(self, name: ExecutorName) -> int:

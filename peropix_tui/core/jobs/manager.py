@@ -379,9 +379,7 @@ class JobManager:
     def _emit_state(self, job: Job[Any]) -> None:
         self._emit(job, "state", job.failure.message if job.failure is not None else "")
 
-    def _emit(
-        self, job: Job[Any], kind: EventKind, message: str, extra: Mapping[str, object] = NO_EXTRA
-    ) -> None:
+    def _emit(self, job: Job[Any], kind: EventKind, message: str, extra: Mapping[str, object] = NO_EXTRA) -> None:
         event = JobEvent(job.id, job.name, kind, job.state, job.progress, message, extra)
         if self._emitting:
             # a subscriber caused this event; deliver it after the current one so everyone sees the same order

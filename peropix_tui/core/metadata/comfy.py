@@ -15,9 +15,7 @@ from typing import Any
 import orjson
 
 _TEXT_INPUTS = ("text", "text_g", "prompt", "string", "value", "text_l")
-_CONDITIONING_SKIP = frozenset(
-    {"clip", "clip_vision_output", "image", "pixels", "vae", "mask", "control_net"}
-)
+_CONDITIONING_SKIP = frozenset({"clip", "clip_vision_output", "image", "pixels", "vae", "mask", "control_net"})
 _MAX_VISITS = 10_000
 
 # ComfyUI sampler names whose NovelAI id is the same name with a `k_` prefix.

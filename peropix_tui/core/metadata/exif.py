@@ -115,9 +115,7 @@ def decode_user_comment(raw: bytes, *, big_endian_hint: bool) -> UserComment:
     try:
         return UserComment(body.decode("utf-8"))
     except UnicodeDecodeError:
-        return UserComment(
-            body.decode("latin-1"), "EXIF UserComment is neither ASCII nor UTF-8; read as Latin-1"
-        )
+        return UserComment(body.decode("latin-1"), "EXIF UserComment is neither ASCII nor UTF-8; read as Latin-1")
 
 
 def read_user_comment(tiff: bytes) -> UserComment | None:

@@ -184,9 +184,7 @@ def from_nai_comment(comment: Mapping[str, Any]) -> ImageMetadata:
                 setattr(meta, attr, coerced)
                 continue
             if value is not None:
-                meta.warnings.append(
-                    f"Comment field {key!r} has an unexpected value {_short(value)}; kept as is"
-                )
+                meta.warnings.append(f"Comment field {key!r} has an unexpected value {_short(value)}; kept as is")
         elif key == PEROPIX_KEY and isinstance(value, dict):
             meta.peropix = copy.deepcopy(value)
             continue
@@ -207,9 +205,7 @@ def _caption_list(texts: list[str], characters: list[CharacterPrompt]) -> list[d
     ]
 
 
-def _v4_block(
-    existing: object, base: str | None, texts: list[str], meta: ImageMetadata, negative: bool
-) -> Any:
+def _v4_block(existing: object, base: str | None, texts: list[str], meta: ImageMetadata, negative: bool) -> Any:
     """The v4 prompt structure with base caption and characters taken from `meta`, other keys kept."""
     if existing is not None and not isinstance(existing, dict):
         return existing

@@ -26,7 +26,13 @@ from peropix_tui.core.metadata.errors import MetadataError
 from peropix_tui.core.metadata.exif import read_user_comment
 from peropix_tui.core.metadata.model import ImageMetadata, from_a1111, from_nai_comment, lora_refs
 from peropix_tui.core.metadata.nai_models import model_from_source
-from peropix_tui.core.metadata.pngchunks import TEXT_TYPES, PngHeader, decode_text_chunk, scan_png
+from peropix_tui.core.metadata.pngchunks import (
+    PNG_SIGNATURE,
+    TEXT_TYPES,
+    PngHeader,
+    decode_text_chunk,
+    scan_png,
+)
 from peropix_tui.core.metadata.stealth import alpha_channel, read_stealth
 
 log = logging.getLogger(__name__)
@@ -77,7 +83,11 @@ def _read_stream(fh: BinaryIO) -> ImageMetadata:
     fh.seek(0)
     kind = image_format(head)
     if kind is None:
-        raise MetadataError("empty file" if not head else "not a PNG, WebP or JPEG image")
+        if not head:
+            raise MetadataError("empty file")
+        if PNG_SIGNATURE.startswith(head):
+            raise MetadataError("PNG file truncated inside its signature")
+        raise MetadataError("not a PNG, WebP or JPEG image")
     meta = _read_png(fh) if kind == "png" else _read_whole(fh, kind)
     name = getattr(fh, "name", None)
     if isinstance(name, str):
@@ -273,9 +283,7 @@ def _apply_exif(meta: ImageMetadata, tiff: bytes) -> None:
     _apply_payload(meta, comment.text, "EXIF UserComment")
 
 
-def _apply_stealth(
-    meta: ImageMetadata, open_image: Callable[[], Image.Image], header: PngHeader | None
-) -> None:
+def _apply_stealth(meta: ImageMetadata, open_image: Callable[[], Image.Image], header: PngHeader | None) -> None:
     if header is not None and header.width * header.height > MAX_SCAN_PIXELS:
         meta.warnings.append(f"image {header.width}x{header.height} too large to scan for stealth metadata")
         return

@@ -31,9 +31,13 @@ def line_highlights(
     text = tokenized.text
     result: list[tuple[int, int, int, str]] = []
     append = result.append
+    breaks = [found.span() for found in _BREAK_RE.finditer(text)]
+    breaks.append((len(text) + 1, len(text) + 1))  # sentinel
+    next_break = 0  # index into breaks
     line = 0
     line_byte = 0  # byte offset of the current line's first character
     space = SpanKind.SPACE
+    skip_space = space in skip
     for kind, start, end, byte_start, byte_end, depth in zip(
         tokenized.kinds,
         tokenized.starts,
@@ -46,15 +50,17 @@ def line_highlights(
         if kind is space:
             piece_start = start
             piece_byte = byte_start
-            for found in _BREAK_RE.finditer(text, start, end):
-                break_byte = piece_byte + _bytes(text, piece_start, found.start())
-                if kind not in skip and break_byte > piece_byte:
+            while breaks[next_break][0] < end:
+                break_start, break_end = breaks[next_break]
+                break_byte = piece_byte + _bytes(text, piece_start, break_start)
+                if not skip_space and break_byte > piece_byte:
                     append((line, piece_byte - line_byte, break_byte - line_byte, kind))
-                piece_byte = break_byte + _bytes(text, found.start(), found.end())
-                piece_start = found.end()
+                piece_byte = break_byte + _bytes(text, break_start, break_end)
+                piece_start = break_end
                 line += 1
                 line_byte = piece_byte
-            if kind not in skip and byte_end > piece_byte:
+                next_break += 1
+            if not skip_space and byte_end > piece_byte:
                 append((line, piece_byte - line_byte, byte_end - line_byte, kind))
             continue
         if kind in skip:

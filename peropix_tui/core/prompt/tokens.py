@@ -195,6 +195,7 @@ class _Scanner:
         self.text = text
         self.nai = dialect is Dialect.NAI
         self.dialect = dialect
+        self.mixing = "|" in text  # NAI `:0.5` part weights only mean something between `|` parts
         self.kinds: list[SpanKind] = []
         self.starts: list[int] = []
         self.ends: list[int] = []
@@ -281,7 +282,7 @@ class _Scanner:
         elif group == "sclose":
             self.close_section(start, end)
         elif group == "pweight":
-            kind = SpanKind.PART_WEIGHT if "|" in self.text else SpanKind.TEXT
+            kind = SpanKind.PART_WEIGHT if self.mixing else SpanKind.TEXT
             self.weighted_value(kind, start, m.start("pws"), m.start("pnum"), end)
         else:  # suffix
             self.suffix(start, m.start("sws"), m.start("snum"), end, float(m.group("snum")))
@@ -479,6 +480,8 @@ def _lora_value(value: str, position: int, at: int, values: dict[str, str]) -> s
 
 def _byte_offsets(text: str, ends: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """UTF-8 offsets; lone surrogates count as the 3 bytes `surrogatepass` gives them, so nothing raises."""
+    if not ends:
+        return (), ()
     byte_ends: list[int] = []
     position = 0
     previous = 0

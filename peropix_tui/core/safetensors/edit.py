@@ -126,9 +126,7 @@ def _encode(document: Mapping[str, Any], metadata: dict[str, str]) -> bytes:
     return json.dumps(updated, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-def _write_in_place(
-    fh: IO[bytes], loaded: LoadedHeader, encoded: bytes, metadata: dict[str, str]
-) -> EditResult:
+def _write_in_place(fh: IO[bytes], loaded: LoadedHeader, encoded: bytes, metadata: dict[str, str]) -> EditResult:
     header = loaded.header
     padded = encoded.ljust(header.header_len, b" ")
     decode_header(padded, header.file_size, header.path)

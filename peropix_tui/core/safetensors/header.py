@@ -149,8 +149,7 @@ def header_len_from_prefix(prefix: bytes, file_size: int, where: Path) -> int:
     header_len = int.from_bytes(prefix[:PREFIX_LEN], "little")
     if header_len > MAX_HEADER_LEN:
         raise SafetensorsError(
-            f"{where}: not a safetensors file: header length {header_len} is over the "
-            f"{MAX_HEADER_LEN}-byte limit"
+            f"{where}: not a safetensors file: header length {header_len} is over the {MAX_HEADER_LEN}-byte limit"
         )
     if header_len > file_size - PREFIX_LEN:
         raise SafetensorsError(
