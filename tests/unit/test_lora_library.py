@@ -141,12 +141,13 @@ def test_scan_walks_recursively_in_order_and_reports_missing_folders(tmp_path: P
 
     library = LoraLibrary.scan([root, missing, afile])
 
+    # a folder's own files first, then its subfolders, each by name
     assert [f.relative for f in library.files] == [
+        "b.safetensors",
         str(Path("a") / "UPPER.SAFETENSORS"),
         str(Path("a") / "z.safetensors"),
-        "b.safetensors",
     ]
-    assert library.files[0].tag_name == "UPPER"
+    assert library.files[1].tag_name == "UPPER"
     assert [(p.path, p.message) for p in library.problems] == [
         (missing, "does not exist"),
         (afile, "is not a folder"),
@@ -181,6 +182,13 @@ def test_batches_split_and_stop_when_cancelled(tmp_path: Path) -> None:
     for batch in LoraScanner([tmp_path]).batches(size=2, cancelled=cancelled):
         seen.append(len(batch))
     assert seen == [2]
+
+
+def test_dangling_link_is_listed_as_unreadable(tmp_path: Path) -> None:
+    (tmp_path / "gone.safetensors").symlink_to(tmp_path / "deleted.safetensors")
+    [entry] = LoraLibrary.scan([tmp_path]).files
+    assert entry.error is not None and entry.error.startswith(f"cannot read {tmp_path / 'gone.safetensors'}")
+    assert entry.short_error == "cannot read gone.safetensors: No such file or directory"
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads every folder")
@@ -225,8 +233,10 @@ names = st.text(alphabet="abAB_", min_size=1, max_size=3)
 
 @given(st.lists(st.tuples(names, st.none() | names), min_size=1, max_size=12, unique_by=lambda t: t[0]))
 def test_collisions_match_a_brute_force_check(pairs: list[tuple[str, str | None]]) -> None:
-    files = [LoraFile(Path(f"/l/{i}/{stem}.safetensors"), Path("/l"), 1, 0.0, output_name=out)
-             for i, (stem, out) in enumerate(pairs)]
+    files = [
+        LoraFile(Path(f"/l/{i}/{stem}.safetensors"), Path("/l"), 1, 0.0, output_name=out)
+        for i, (stem, out) in enumerate(pairs)
+    ]
     library = LoraLibrary(files)
     for entry in files:
         mine = {entry.stem.casefold()} | ({entry.output_name.casefold()} if entry.output_name else set())

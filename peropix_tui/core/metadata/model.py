@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -168,8 +169,23 @@ def _characters(comment: Mapping[str, Any]) -> list[CharacterPrompt]:
     return characters
 
 
-def lora_refs(text: str | None) -> list[tuple[str, str]]:
-    return [] if not text else extract_loras(text)
+# Every LoRA tag the prompt language knows starts like this; checking first skips a full tokenisation of the
+# (usually LoRA-free) prompt, which would otherwise dominate the cost of reading a file.
+_LORA_HINT = re.compile(r"<(?:lora|lyco):", re.IGNORECASE)
+
+
+MAX_LORA_SCAN = 64 * 1024
+"""Longest prompt scanned for LoRA tags (real prompts are a few kilobytes; a hostile one must stay cheap)."""
+
+
+def lora_refs(text: str | None, warnings: list[str]) -> list[tuple[str, str]]:
+    """`(full tag, name)` for every LoRA tag in a prompt, as the prompt module reads them."""
+    if not text or _LORA_HINT.search(text) is None:
+        return []
+    if len(text) > MAX_LORA_SCAN:
+        warnings.append(f"prompt of {len(text)} characters not scanned for LoRA tags")
+        return []
+    return extract_loras(text)
 
 
 def from_nai_comment(comment: Mapping[str, Any]) -> ImageMetadata:
@@ -194,7 +210,7 @@ def from_nai_comment(comment: Mapping[str, Any]) -> ImageMetadata:
     if meta.negative_prompt is None:
         meta.negative_prompt = _base_caption(comment.get("v4_negative_prompt"))
     meta.characters = _characters(comment)
-    meta.loras = lora_refs(meta.prompt)
+    meta.loras = lora_refs(meta.prompt, meta.warnings)
     return meta
 
 
@@ -304,7 +320,7 @@ def from_a1111(params: A1111Parameters) -> ImageMetadata:
         meta.parameters_extra[key] = value
     if meta.scheduler is None and legacy_schedule is not None:
         meta.scheduler = schedule_to_nai(legacy_schedule)
-    meta.loras = lora_refs(meta.prompt)
+    meta.loras = lora_refs(meta.prompt, meta.warnings)
     return meta
 
 

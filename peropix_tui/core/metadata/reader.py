@@ -194,7 +194,7 @@ def _nai(fields_: Mapping[str, Any], warnings_: list[str]) -> ImageMetadata | No
     meta.generation_time = text.get("Generation time", text.get("Generation_time"))
     if meta.prompt is None and "Description" in text:
         meta.prompt = text["Description"]
-        meta.loras = lora_refs(meta.prompt)
+        meta.loras = lora_refs(meta.prompt, meta.warnings)
     if meta.source:
         model, digest = model_from_source(meta.source)
         meta.model = meta.model if meta.model is not None else model
@@ -238,7 +238,7 @@ def _comfy(raw: Mapping[str, str], warnings_: list[str]) -> ImageMetadata | None
         found_in=["comfyui"],
     )
     loader_loras = [(f"<lora:{name}:{weight:g}>", name) for name, weight in settings.loras]
-    meta.loras = lora_refs(meta.prompt) + loader_loras
+    meta.loras = lora_refs(meta.prompt, meta.warnings) + loader_loras
     return meta
 
 
