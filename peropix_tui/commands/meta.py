@@ -142,9 +142,12 @@ def _read(path: Path) -> bytes:
     return data
 
 
-def _strip_one(path: Path, in_place: bool, out_dir: Path | None) -> str:
+def _strip_one(path: Path, in_place: bool, out_dir: Path | None, written: set[Path]) -> str:
     from peropix_tui.core.metadata import MetadataError, strip_metadata
 
+    target = path if in_place or out_dir is None else out_dir / path.name
+    if target in written:
+        raise MetadataError(f"{target} was already written from another input of the same name")
     data = _read(path)
     result = strip_metadata(data)
     for warning in result.warnings:
@@ -153,20 +156,21 @@ def _strip_one(path: Path, in_place: bool, out_dir: Path | None) -> str:
     if in_place:
         if result.changed:
             atomic_write_bytes(path, result.data)
+        written.add(target)
         return f"{path}: {removed}"
-    assert out_dir is not None
-    target = out_dir / path.name
     if target.exists() and target.resolve() == path.resolve():
         raise MetadataError("output would overwrite the input; use --in-place for that")
     atomic_write_bytes(target, result.data)
+    written.add(target)
     return f"{path} -> {target}: {removed}"
 
 
 def _strip(args: argparse.Namespace) -> int:
     failed = False
+    written: set[Path] = set()
     for path in args.files:
         try:
-            print(_strip_one(path, args.in_place, args.output))
+            print(_strip_one(path, args.in_place, args.output, written))
         except PeropixError as exc:
             _fail(f"{path}: {exc}")
             failed = True

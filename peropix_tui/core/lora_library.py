@@ -306,11 +306,7 @@ def _tag_maps(metadata: Mapping[str, str]) -> list[dict[str, Any]]:
     datasets = _json_value(metadata.get("ss_datasets"))
     if not isinstance(datasets, list):
         return []
-    return [
-        d["tag_frequency"]
-        for d in datasets
-        if isinstance(d, dict) and isinstance(d.get("tag_frequency"), dict)
-    ]
+    return [d["tag_frequency"] for d in datasets if isinstance(d, dict) and isinstance(d.get("tag_frequency"), dict)]
 
 
 def _json_value(text: str | None) -> Any:

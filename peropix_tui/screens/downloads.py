@@ -46,7 +46,8 @@ class FailureTable(DataTable[Text]):
 
 def _reasons(entry: CreatorLog) -> Text:
     if entry.error is not None:
-        return Text(f"UNREADABLE: {entry.error}", style="bold red")
+        reason = entry.error.removeprefix(f"{entry.path}: ")  # the creator column already says which log
+        return Text(f"UNREADABLE: {reason}", style="bold red")
     if not entry.failures:
         return Text("—")
     return Text(", ".join(f"{reason} ×{count}" for reason, count in entry.failed_by_reason))
@@ -59,7 +60,7 @@ def _count(value: int, entry: CreatorLog) -> Text:
 class DownloadsScreen(Screen[None]):
     TITLE = "Downloads"
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("ctrl+r", "refresh_logs", "Refresh download logs", id="downloads_refresh_ctrl"),
+        Binding("ctrl+r", "refresh_logs", "Refresh download logs", show=False, id="downloads_refresh_ctrl"),
     ]
 
     def __init__(self) -> None:
@@ -99,9 +100,7 @@ class DownloadsScreen(Screen[None]):
 
     def action_refresh_logs(self) -> None:
         root = self.config.civitai_root
-        self.query_one("#downloads-status", Label).update(
-            Text(f"Reading download logs in {logs_dir(root)} …")
-        )
+        self.query_one("#downloads-status", Label).update(Text(f"Reading download logs in {logs_dir(root)} …"))
         self._read_logs(root)
 
     @work(thread=True, exclusive=True, group="download-logs", exit_on_error=False, description="Read logs")

@@ -28,6 +28,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Label, ProgressBar, Static, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState, get_current_worker
 
+from peropix_tui.core.atomicio import atomic_write_text
 from peropix_tui.core.config import Config
 from peropix_tui.core.errors import PeropixError
 from peropix_tui.core.lora_library import (
@@ -39,7 +40,7 @@ from peropix_tui.core.lora_library import (
     format_size,
     read_lora_details,
 )
-from peropix_tui.core.prompt.filters import DEFAULT_CATEGORIES, WordFilter, ensure_user_filters
+from peropix_tui.core.prompt.filters import DEFAULT_CATEGORIES, WordFilter, default_filter_text
 from peropix_tui.core.safetensors import FileHashes, compute_hashes
 
 NO_FOLDERS = "No LoRA folders set — add them in Settings (F7) → paths.lora_dirs"
@@ -132,9 +133,7 @@ class FilterTable(DataTable[Text]):
             id="filters_edit_ctrl",
         ),
         Binding("r", "screen.reload_filters", "Reload word filters", id="filters_reload"),
-        Binding(
-            "ctrl+r", "screen.reload_filters", "Reload word filters", show=False, id="filters_reload_ctrl"
-        ),
+        Binding("ctrl+r", "screen.reload_filters", "Reload word filters", show=False, id="filters_reload_ctrl"),
     ]
 
 
@@ -247,16 +246,12 @@ class PromptToolsScreen(Screen[None]):
         self._set_detail(Text(""))
         if not folders:
             self._status(NO_FOLDERS)
-            self._set_detail(
-                Text("The library lists every .safetensors file under the folders in paths.lora_dirs.")
-            )
+            self._set_detail(Text("The library lists every .safetensors file under the folders in paths.lora_dirs."))
             return
         self._status(f"Scanning {', '.join(str(f) for f in folders)} …")
         self._scan(self._scan_id, folders)
 
-    @work(
-        thread=True, exclusive=True, group="lora-scan", exit_on_error=False, description="Scan LoRA folders"
-    )
+    @work(thread=True, exclusive=True, group="lora-scan", exit_on_error=False, description="Scan LoRA folders")
     def _scan(self, scan_id: int, folders: list[Path]) -> None:
         worker = get_current_worker()
         scanner = LoraScanner(folders)
@@ -346,9 +341,7 @@ class PromptToolsScreen(Screen[None]):
         if entry.error is None:
             self._read_details(entry.path)
 
-    @work(
-        thread=True, exclusive=True, group="lora-detail", exit_on_error=False, description="Read LoRA header"
-    )
+    @work(thread=True, exclusive=True, group="lora-detail", exit_on_error=False, description="Read LoRA header")
     def _read_details(self, path: Path) -> None:
         try:
             self.post_message(LoraDetailsRead(path, read_lora_details(path), None))
@@ -440,9 +433,7 @@ class PromptToolsScreen(Screen[None]):
             self.notify("No LoRA file selected", severity="warning", markup=False)
             return
         if entry.error is not None:
-            self.notify(
-                f"Not copied: {entry.relative} is damaged and would not load", severity="error", markup=False
-            )
+            self.notify(f"Not copied: {entry.relative} is damaged and would not load", severity="error", markup=False)
             return
         tag = entry.tag()
         self.app.copy_to_clipboard(tag)
@@ -462,9 +453,7 @@ class PromptToolsScreen(Screen[None]):
             self.notify("No LoRA file selected", severity="warning", markup=False)
             return
         if self._hashing is not None:
-            self.notify(
-                f"Already hashing {self._hashing.name}; one file at a time", severity="warning", markup=False
-            )
+            self.notify(f"Already hashing {self._hashing.name}; one file at a time", severity="warning", markup=False)
             return
         self._hashing = entry.path
         self.query_one("#lora-hash-row").display = True
@@ -519,9 +508,7 @@ class PromptToolsScreen(Screen[None]):
     # Word filters ------------------------------------------------------------------------------------------
 
     def action_reload_filters(self) -> None:
-        self.query_one("#filters-status", Label).update(
-            Text(f"Reading filter lists from {self.config.filters_dir} …")
-        )
+        self.query_one("#filters-status", Label).update(Text(f"Reading filter lists from {self.config.filters_dir} …"))
         self._read_filters(self.config.filters_dir)
 
     @work(thread=True, exclusive=True, group="filters", exit_on_error=False, description="Read filter lists")
@@ -552,7 +539,12 @@ class PromptToolsScreen(Screen[None]):
         for row in message.rows:
             source = "your copy" if row.user_copy else "shipped default"
             count = Text("—" if row.error else str(len(row.tags)), justify="right")
-            shown = Text(f"UNREADABLE: {row.error}", style="bold red") if row.error else Text(str(row.path))
+            if row.error:
+                shown = Text(f"UNREADABLE: {row.error}", style="bold red")
+            elif row.user_copy:
+                shown = Text(str(row.path))
+            else:
+                shown = Text(f"{row.path} (made when you edit)", style="dim")
             table.add_row(Text(row.name), count, Text(source), shown, key=row.name)
         if selected is not None and selected.name in table.rows:
             table.move_cursor(row=table.get_row_index(selected.name))
@@ -615,8 +607,8 @@ class PromptToolsScreen(Screen[None]):
             self.notify(f"Cannot read $EDITOR {editor!r}: {exc}", severity="error", markup=False)
             return
         try:
-            if not row.user_copy:  # only shipped lists lack a user copy; edit a copy, never the package
-                ensure_user_filters(row.path.parent)
+            if not row.path.exists():  # a shipped list: edit the user's own copy, never the package
+                atomic_write_text(row.path, default_filter_text(row.name))
         except (PeropixError, OSError) as exc:
             self.notify(f"Cannot create {row.path}: {exc}", severity="error", markup=False)
             return

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import stat
 import struct
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from rich.console import Console
 from safetensors.numpy import save_file
 from textual.message import Message
 from textual.notifications import Notify
@@ -22,6 +25,7 @@ from peropix_tui.app import PeropixApp
 from peropix_tui.core.config import Config
 from peropix_tui.core.paths import AppDirs
 from peropix_tui.screens.help import HelpScreen
+from peropix_tui.screens.prompts import HashProgress
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "lora"
 PEPPER = "metadata__civitai_civitai__Pepper__Carrot-headerData-jsonb.json"
@@ -85,11 +89,10 @@ def label_text(app: PeropixApp, selector: str) -> str:
 
 
 def detail_text(app: PeropixApp, selector: str = "#lora-detail") -> str:
-    """The detail pane as plain text, rendered at its own width."""
-    static = app.screen.query_one(selector, Static)
-    console = app.console
+    """The detail pane's content as plain text, wide enough that nothing wraps."""
+    console = Console(file=io.StringIO(), width=500, color_system=None)
     with console.capture() as capture:
-        console.print(static.render(), width=static.size.width or 100, soft_wrap=False)
+        console.print(app.screen.query_one(selector, Static).content)
     return capture.get()
 
 
@@ -139,8 +142,12 @@ async def test_detail_pane_shows_metadata_and_top_tags(library: Path) -> None:
         text = detail_text(app)
         assert "<lora:Pepper__Carrot:1>" in text
         assert str(library / "characters" / "Pepper__Carrot.safetensors") in text  # the clashing file
-        assert "Top training tags" in text
-        assert "1girl (96), long hair" in text or "1girl (96)" in text.split("Top training tags")[1][:200]
+        counts: Counter[str] = Counter()
+        for folder in json.loads((FIXTURES / PEPPER).read_text(encoding="utf-8"))["ss_tag_frequency"].values():
+            counts.update(folder)
+        top = sorted(counts.items(), key=lambda kv: -kv[1])[:20]
+        assert f"Top training tags ({len(counts)} distinct)" in text
+        assert ", ".join(f"{tag} ({count})" for tag, count in top) in text
         assert "ss_sd_scripts_commit_hash" in text
         assert "ss_tag_frequency" in text and "distinct tags over 1 folder(s)" in text
         assert '"1girl": 96' not in text  # the raw blob is summarised, not dumped
@@ -191,9 +198,14 @@ async def test_hash_action_matches_hashlib(library: Path) -> None:
         autov3 = hashlib.sha256(blob[8 + n :]).hexdigest().upper()
         text = detail_text(app)
         assert sha in text
-        assert f"AutoV2          {sha[:10]}" in text or sha[:10] in text.split("AutoV2")[1][:40]
+        facts = dict(line.split(None, 1) for line in text.splitlines() if line.strip())
+        assert facts["SHA256"].strip() == sha
+        assert facts["AutoV2"].strip() == sha[:10]
+        assert facts["AutoV3"].strip() == autov3
         assert autov3 in text
         assert (f"boo.safetensors: AutoV2 {sha[:10]}", "information") in notes(messages)
+        progress = [m for m in messages if isinstance(m, HashProgress)]
+        assert progress and progress[-1].done == progress[-1].total == len(blob)
         assert not app.screen.query_one("#lora-hash-row").display
 
 
@@ -202,9 +214,7 @@ async def test_no_folders_set_says_where_to_add_them() -> None:
     async with app.run_test(size=(100, 30)) as pilot:
         await open_prompts(pilot)
         assert app.screen.query_one("#lora-table", DataTable).row_count == 0
-        assert label_text(app, "#lora-status") == (
-            "No LoRA folders set — add them in Settings (F7) → paths.lora_dirs"
-        )
+        assert label_text(app, "#lora-status") == ("No LoRA folders set — add them in Settings (F7) → paths.lora_dirs")
 
 
 async def test_empty_folder_and_rescan_picks_up_new_files(tmp_path: Path) -> None:
@@ -268,6 +278,9 @@ async def test_filters_list_shipped_and_user_categories(tmp_path: Path) -> None:
         await move_to(pilot, table, "mine")
         assert "mine: 2 tags" in detail_text(app, "#filters-detail")
         assert "blue eyes, red hair" in detail_text(app, "#filters-detail")
+        await pilot.press("ctrl+l")
+        await settle(pilot)
+        assert app.focused is app.screen.query_one("#lora-table")
 
 
 async def test_edit_without_editor_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -328,3 +341,30 @@ async def test_edit_runs_the_editor_and_reloads(tmp_path: Path, monkeypatch: pyt
         got = {row[0]: row for row in rows(table)}
         assert got["etc"][1:3] == [str(shipped_count("etc") + 1), "your copy"]
         assert "brand new tag" in detail_text(app, "#filters-detail")
+
+
+async def test_editor_that_cannot_start_or_fails_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    app = PeropixApp()
+    messages: list[Message] = []
+
+    @contextlib.contextmanager
+    def suspended() -> Iterator[None]:
+        yield
+
+    monkeypatch.setattr(app, "suspend", suspended)
+    async with app.run_test(size=(130, 40), message_hook=messages.append) as pilot:
+        await open_prompts(pilot)
+        await pilot.press("ctrl+f")
+        await settle(pilot)
+        monkeypatch.setenv("EDITOR", f"{tmp_path / 'no-such-editor'} --wait")
+        await pilot.press("e")
+        await settle(pilot)
+        assert (f"Cannot start {tmp_path / 'no-such-editor'}: No such file or directory", "error") in notes(messages)
+        monkeypatch.setenv("EDITOR", "false")
+        await pilot.press("e")
+        await settle(pilot)
+        assert ("false exited with status 1", "warning") in notes(messages)
+        monkeypatch.setenv("EDITOR", "vi 'unbalanced")
+        await pilot.press("e")
+        await settle(pilot)
+        assert any(m.startswith("Cannot read $EDITOR") for m, _ in notes(messages))

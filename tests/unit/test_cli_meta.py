@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from peropix_tui.cli import main
+from peropix_tui.core.metadata import strip_metadata
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "images"
 NAI_V3 = "nai__LlmKira_novelai-python__sample-0316.png"
@@ -171,3 +172,18 @@ def test_strip_needs_exactly_one_destination(capsys: pytest.CaptureFixture[str])
     with pytest.raises(SystemExit):
         main(["meta", "strip", "--in-place", "-o", "x", str(FIXTURES / A1111)])
     capsys.readouterr()
+
+
+def test_strip_two_inputs_with_one_name(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    first, second = tmp_path / "a" / "img.png", tmp_path / "b" / "img.png"
+    for target, source in ((first, A1111), (second, NAI_V3)):
+        target.parent.mkdir()
+        shutil.copyfile(FIXTURES / source, target)
+    out_dir = tmp_path / "out"
+    assert main(["meta", "strip", "-o", str(out_dir), str(first), str(second)]) == 1
+    assert "already written" in capsys.readouterr().err
+    assert (out_dir / "img.png").read_bytes() == strip_bytes(FIXTURES / A1111)
+
+
+def strip_bytes(path: Path) -> bytes:
+    return strip_metadata(path.read_bytes()).data

@@ -155,3 +155,66 @@ def test_comfy_graphs_never_fail(graph: dict[str, object]) -> None:
     parsed = parse_graph(json.dumps(graph))
     if parsed is not None:
         extract_settings(parsed)
+
+
+def _png_with(*chunks: tuple[bytes, bytes]) -> bytes:
+    def chunk(ctype: bytes, data: bytes) -> bytes:
+        return struct.pack(">I4s", len(data), ctype) + data + zlib.crc32(ctype + data).to_bytes(4, "big")
+
+    ihdr = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
+    body = b"".join(chunk(t, d) for t, d in chunks)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + body
+        + chunk(b"IDAT", zlib.compress(b"\0\0\0\0"))
+        + chunk(b"IEND", b"")
+    )
+
+
+def test_total_text_is_bounded_across_many_chunks() -> None:
+    bomb = zlib.compress(b"x" * (8 * 1024 * 1024 - 100), 9)
+    data = _png_with(*((b"zTXt", f"k{i}".encode() + b"\0\0" + bomb) for i in range(10)))
+    meta = read_metadata(data)
+    assert len(meta.raw) < 10
+    assert sum(len(v) for v in meta.raw.values()) <= 32 * 1024 * 1024
+    assert any("rest is ignored" in w or "limit" in w for w in meta.warnings)
+
+
+def test_deeply_nested_comment_is_not_json() -> None:
+    deep = "[" * 5000 + "]" * 5000
+    data = _png_with((b"tEXt", b'Comment\0{"a": ' + deep.encode() + b"}"), (b"tEXt", b"Software\0NovelAI"))
+    meta = read_metadata(data)
+    assert meta.software == "NovelAI" and meta.extra == {}
+    assert any("not a NovelAI JSON object" in w for w in meta.warnings)
+    assert strip_metadata(data).removed == ["Comment", "Software"]
+
+
+def test_huge_prompt_is_not_scanned_for_loras() -> None:
+    prompt = "(" * 200_000 + "<lora:a:1>"
+    data = _png_with((b"tEXt", b"parameters\0" + prompt.encode() + b"\nSteps: 1, Seed: 2, CFG scale: 3"))
+    meta = read_metadata(data)
+    assert meta.prompt == prompt and meta.loras == []
+    assert any("not scanned for LoRA tags" in w for w in meta.warnings)
+
+
+def test_comfy_graph_with_many_samplers_stays_cheap() -> None:
+    graph = {
+        str(i): {
+            "class_type": "KSampler",
+            "inputs": {"positive": [str(i - 1), 0], "negative": [str(i - 1), 0], "steps": i},
+        }
+        for i in range(1, 5000)
+    }
+    graph["0"] = {"class_type": "CLIPTextEncode", "inputs": {"text": "root"}}
+    data = _png_with((b"tEXt", b"prompt\0" + json.dumps(graph).encode()))
+    meta = read_metadata(data)
+    assert meta.found_in == ["tEXt", "comfyui"]
+    assert meta.prompt == "root"
+
+
+def test_oversized_text_chunk_is_skipped_not_loaded() -> None:
+    data = _png_with((b"tEXt", b"Comment\0" + b"x" * (33 * 1024 * 1024)), (b"tEXt", b"Title\0ok"))
+    meta = read_metadata(data)
+    assert meta.raw == {"Title": "ok"}
+    assert any("too large" in w for w in meta.warnings)

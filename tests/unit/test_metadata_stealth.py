@@ -174,3 +174,12 @@ def test_clear_alpha_lsb_keeps_real_transparency() -> None:
     cleared = clear_alpha_lsb(image)
     assert cleared is not None and cleared.mode == "LA"
     assert np.asarray(cleared).tolist() == [[[10, 1], [20, 129], [30, 255]]]
+
+
+def test_embed_keeps_transparency_within_one_step() -> None:
+    rgba = np.zeros((100, 100, 4), dtype=np.uint8)
+    rgba[..., 3] = 0  # fully transparent
+    marked = embed_stealth(Image.fromarray(rgba), {"Comment": "{}"})
+    alpha = alpha_channel(marked)
+    assert alpha is not None and int(alpha.max()) <= 1
+    assert read_stealth(alpha) is not None

@@ -16,6 +16,9 @@ _NEGATIVE = "Negative prompt:"
 # Key: anything but separators; value: a JSON string or everything up to the next comma.
 _PAIR = re.compile(r'\s*([^:,\n"]+?):\s*("(?:\\.|[^\\"])*"|[^,]*?)\s*(?:,|$)')
 
+MAX_SETTINGS_LINE = 256 * 1024
+"""Longer last lines are prompt text: real settings lines stay far below this, and it bounds parsing time."""
+
 # Keys that mark a line as a settings line even when it holds fewer than three pairs.
 _SETTINGS_KEYS = frozenset({"Steps", "Sampler", "CFG scale", "Seed", "Size", "Model", "Model hash"})
 
@@ -100,6 +103,8 @@ def _quote(value: str) -> str:
 
 def parse_settings(line: str) -> dict[str, str] | None:
     """The pairs of a settings line, or None when the line is not entirely `Key: value` pairs."""
+    if len(line) > MAX_SETTINGS_LINE:
+        return None
     settings: dict[str, str] = {}
     pos = 0
     while pos < len(line):

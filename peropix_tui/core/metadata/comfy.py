@@ -12,11 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath, PureWindowsPath
 from typing import Any
 
-import orjson
+from peropix_tui.core.metadata.jsonutil import loads_object
 
 _TEXT_INPUTS = ("text", "text_g", "prompt", "string", "value", "text_l")
 _CONDITIONING_SKIP = frozenset({"clip", "clip_vision_output", "image", "pixels", "vae", "mask", "control_net"})
 _MAX_VISITS = 10_000
+MAX_NODES = 10_000  # real workflows have hundreds; bounds the work a hostile graph can cause
+_MAX_SAMPLERS = 64
 
 # ComfyUI sampler names whose NovelAI id is the same name with a `k_` prefix.
 _K_SAMPLERS = frozenset(
@@ -96,7 +98,7 @@ def _upstream(graph: Graph, start: str) -> set[str]:
 
 
 def _final_sampler(graph: Graph) -> str | None:
-    samplers = [nid for nid, node in graph.items() if _is_sampler(node)]
+    samplers = [nid for nid, node in graph.items() if _is_sampler(node)][:_MAX_SAMPLERS]
     if not samplers:
         return None
     ancestry = {nid: _upstream(graph, nid) for nid in samplers}
@@ -206,11 +208,8 @@ def _latent_size(graph: Graph, start: object, settings: ComfySettings) -> None:
 
 def parse_graph(text: str) -> Graph | None:
     """The API graph in a `prompt` chunk, or None when the text is not one."""
-    try:
-        data = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(data, dict) or not data:
+    data = loads_object(text)
+    if not data or len(data) > MAX_NODES:
         return None
     graph = {str(k): v for k, v in data.items() if isinstance(v, dict) and "class_type" in v}
     return graph or None

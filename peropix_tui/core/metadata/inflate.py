@@ -9,12 +9,19 @@ from peropix_tui.core.metadata.errors import MetadataError
 TEXT_LIMIT = 8 * 1024 * 1024
 """Largest decompressed zTXt/iTXt text accepted (a NovelAI Comment is a few kilobytes)."""
 
+TEXT_TOTAL_LIMIT = 32 * 1024 * 1024
+"""Largest total of text read from one file, whatever the number of chunks."""
+
 STEALTH_LIMIT = 16 * 1024 * 1024
 """Largest decompressed stealth payload accepted."""
 
 ZLIB = zlib.MAX_WBITS
 GZIP = zlib.MAX_WBITS | 16
 ZLIB_OR_GZIP = zlib.MAX_WBITS | 32
+
+
+def _size(count: int) -> str:
+    return f"{count // (1024 * 1024)} MiB" if count >= 1024 * 1024 else f"{count} byte"
 
 
 def inflate_capped(data: bytes, limit: int, *, wbits: int = ZLIB, what: str = "compressed data") -> bytes:
@@ -25,7 +32,7 @@ def inflate_capped(data: bytes, limit: int, *, wbits: int = ZLIB, what: str = "c
     except zlib.error as exc:
         raise MetadataError(f"{what} is not a valid compressed stream ({exc})") from exc
     if len(out) > limit:
-        raise MetadataError(f"{what} inflates past the {limit // (1024 * 1024)} MiB limit")
+        raise MetadataError(f"{what} inflates past the {_size(limit)} limit")
     if not inflater.eof:
         raise MetadataError(f"{what} is truncated")
     return out

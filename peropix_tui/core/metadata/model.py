@@ -39,6 +39,8 @@ class CharacterPrompt:
 
 @dataclass(slots=True)
 class ImageMetadata:
+    """Generation settings of one image, whatever tool wrote them; None means "not recorded"."""
+
     prompt: str | None = None
     negative_prompt: str | None = None
     model: str | None = None

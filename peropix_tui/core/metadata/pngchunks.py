@@ -76,10 +76,11 @@ def _valid_type(ctype: bytes) -> bool:
     return all(65 <= b <= 90 or 97 <= b <= 122 for b in ctype)
 
 
-def scan_png(fh: BinaryIO, *, want: Callable[[bytes], bool] | None = None) -> PngScan:
+def scan_png(fh: BinaryIO, *, want: Callable[[bytes], bool] | None = None, max_data: int | None = None) -> PngScan:
     """Walk the chunks of a seekable PNG stream, reading only the data of chunks `want` accepts (all if None).
 
-    Lengths are checked against the file size before anything is read, so a lying length costs nothing.
+    Lengths are checked against the file size before anything is read, so a lying length costs nothing; a
+    wanted chunk larger than `max_data` is skipped with a warning instead of being loaded.
     """
     if fh.read(8) != PNG_SIGNATURE:
         raise MetadataError("not a PNG file (bad signature)")
@@ -107,7 +108,11 @@ def scan_png(fh: BinaryIO, *, want: Callable[[bytes], bool] | None = None) -> Pn
             scan.warnings.append(f"{name} chunk at offset {pos} runs past the end of the file (truncated?)")
             return scan
         scan.types.append(ctype)
-        if ctype == b"IHDR" or want is None or want(ctype):
+        wanted = ctype == b"IHDR" or want is None or want(ctype)
+        if wanted and max_data is not None and length > max_data:
+            scan.warnings.append(f"{name} chunk at offset {pos} is too large ({length} bytes); skipped")
+            wanted = False
+        if wanted:
             data = fh.read(length)
             crc = int.from_bytes(fh.read(4), "big")
             chunk = Chunk(ctype, data, crc)
@@ -147,10 +152,11 @@ def _split_keyword(data: bytes, name: str) -> tuple[str, bytes]:
     return data[:nul].decode("latin-1"), data[nul + 1 :]
 
 
-def decode_text_chunk(chunk: Chunk) -> tuple[TextChunk, str | None]:
+def decode_text_chunk(chunk: Chunk, limit: int = TEXT_LIMIT) -> tuple[TextChunk, str | None]:
     """Decode a tEXt, zTXt or iTXt chunk; the second value is a warning when the text needed repairing.
 
-    Raises `MetadataError` for a chunk that cannot be decoded at all (no keyword, bad or oversized stream).
+    Raises `MetadataError` for a chunk that cannot be decoded at all (no keyword, bad stream, or compressed
+    text inflating past `limit` bytes).
     """
     name = chunk.type.decode("latin-1")
     key, rest = _split_keyword(chunk.data, name)
@@ -159,7 +165,7 @@ def decode_text_chunk(chunk: Chunk) -> tuple[TextChunk, str | None]:
     if chunk.type == b"zTXt":
         if not rest or rest[0] != 0:
             raise MetadataError(f"zTXt chunk {key!r} uses an unknown compression method")
-        raw = inflate_capped(rest[1:], TEXT_LIMIT, what=f"zTXt chunk {key!r}")
+        raw = inflate_capped(rest[1:], limit, what=f"zTXt chunk {key!r}")
         return TextChunk(name, key, raw.decode("latin-1")), None
     if len(rest) < 2:
         raise MetadataError(f"iTXt chunk {key!r} is truncated")
@@ -172,7 +178,7 @@ def decode_text_chunk(chunk: Chunk) -> tuple[TextChunk, str | None]:
     if compressed:
         if method != 0:
             raise MetadataError(f"iTXt chunk {key!r} uses an unknown compression method")
-        body = inflate_capped(body, TEXT_LIMIT, what=f"iTXt chunk {key!r}")
+        body = inflate_capped(body, limit, what=f"iTXt chunk {key!r}")
     try:
         return TextChunk(name, key, body.decode("utf-8")), None
     except UnicodeDecodeError:

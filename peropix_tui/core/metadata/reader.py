@@ -16,7 +16,6 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import orjson
 from PIL import Image
 
 from peropix_tui.core.metadata import comfy
@@ -24,6 +23,8 @@ from peropix_tui.core.metadata.a1111 import parse_parameters
 from peropix_tui.core.metadata.containers import image_format, jpeg_exif, webp_exif
 from peropix_tui.core.metadata.errors import MetadataError
 from peropix_tui.core.metadata.exif import read_user_comment
+from peropix_tui.core.metadata.inflate import TEXT_LIMIT, TEXT_TOTAL_LIMIT
+from peropix_tui.core.metadata.jsonutil import loads_object
 from peropix_tui.core.metadata.model import ImageMetadata, from_a1111, from_nai_comment, lora_refs
 from peropix_tui.core.metadata.nai_models import model_from_source
 from peropix_tui.core.metadata.pngchunks import (
@@ -111,18 +112,23 @@ def _read_whole(fh: BinaryIO, kind: str) -> ImageMetadata:
 
 
 def _read_png(fh: BinaryIO) -> ImageMetadata:
-    scan = scan_png(fh, want=lambda t: t in TEXT_TYPES or t == b"eXIf")
+    scan = scan_png(fh, want=lambda t: t in TEXT_TYPES or t == b"eXIf", max_data=TEXT_TOTAL_LIMIT)
     meta = ImageMetadata(warnings=list(scan.warnings))
     exif: bytes | None = None
+    budget = TEXT_TOTAL_LIMIT
     for chunk in scan.chunks:
         if chunk.type == b"eXIf":
             exif = exif or chunk.data
             continue
+        if budget <= 0:
+            meta.warnings.append(f"more than {TEXT_TOTAL_LIMIT >> 20} MiB of text chunks; the rest is ignored")
+            break
         try:
-            text, warning = decode_text_chunk(chunk)
+            text, warning = decode_text_chunk(chunk, min(TEXT_LIMIT, budget))
         except MetadataError as exc:
             meta.warnings.append(str(exc))
             continue
+        budget -= max(len(text.text), len(chunk.data))
         if warning:
             meta.warnings.append(warning)
         if text.key in meta.raw:
@@ -168,20 +174,12 @@ def _merge(into: ImageMetadata, other: ImageMetadata) -> None:
             setattr(into, f.name, theirs)
 
 
-def _loads_object(text: str) -> dict[str, Any] | None:
-    try:
-        value = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return None
-    return value if isinstance(value, dict) else None
-
-
 def _nai(fields_: Mapping[str, Any], warnings_: list[str]) -> ImageMetadata | None:
     """NovelAI's chunk set (Title, Description, Software, Source, Generation time, Comment)."""
     raw_comment = fields_.get("Comment")
     comment = raw_comment if isinstance(raw_comment, dict) else None
     if isinstance(raw_comment, str):
-        comment = _loads_object(raw_comment)
+        comment = loads_object(raw_comment)
         if comment is None:
             warnings_.append("'Comment' text is not a NovelAI JSON object; ignored")
     if comment is None and fields_.get("Software") != "NovelAI":
@@ -204,7 +202,7 @@ def _nai(fields_: Mapping[str, Any], warnings_: list[str]) -> ImageMetadata | No
 
 
 def _a1111(text: str, warnings_: list[str], where: str) -> ImageMetadata | None:
-    if text.lstrip().startswith("{") and _loads_object(text) is not None:
+    if text.lstrip().startswith("{") and loads_object(text) is not None:
         warnings_.append(f"{where} holds JSON, not A1111 parameters; kept raw")
         return None
     meta = from_a1111(parse_parameters(text))
@@ -257,7 +255,7 @@ def _apply_text_chunks(meta: ImageMetadata, raw: Mapping[str, str]) -> None:
 
 def _apply_payload(meta: ImageMetadata, text: str, where: str) -> None:
     """A UserComment or stealth payload: NovelAI's chunk dict as JSON, or A1111 parameters text."""
-    obj = _loads_object(text) if text.lstrip().startswith("{") else None
+    obj = loads_object(text) if text.lstrip().startswith("{") else None
     if obj is not None and ("Comment" in obj or obj.get("Software") == "NovelAI"):
         part = _nai(obj, meta.warnings)
         for key, value in obj.items():

@@ -99,7 +99,8 @@ def stealth_payload(fields: Mapping[str, str]) -> bytes:
 def embed_stealth(image: Image.Image, fields: Mapping[str, str]) -> Image.Image:
     """A copy of `image` as RGBA with `fields` written as `stealth_pngcomp`; RGB values are not changed.
 
-    Touched pixels get alpha 254 | bit, as NovelAI does, so an opaque image stays visually opaque.
+    Only the LSB of the touched pixels changes: an opaque image gets alpha 254 | bit exactly as NovelAI writes
+    it, and a transparent one keeps its transparency.
     """
     payload = stealth_payload(fields)
     stream = MAGIC_COMPRESSED + (len(payload) * 8).to_bytes(4, "big") + payload
@@ -111,7 +112,7 @@ def embed_stealth(image: Image.Image, fields: Mapping[str, str]) -> Image.Image:
     alpha = np.asarray(rgba.getchannel("A"))
     columns = np.ascontiguousarray(alpha.T)
     flat = columns.reshape(-1)
-    flat[: bits.size] = 254 | bits
+    flat[: bits.size] = (flat[: bits.size] & 0xFE) | bits
     rgba.putalpha(Image.fromarray(np.ascontiguousarray(columns.T)))
     return rgba
 

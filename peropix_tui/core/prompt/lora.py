@@ -25,19 +25,24 @@ def extract_loras(text: str) -> list[tuple[str, str]]:
 
 
 def remove_loras(text: str, *, dialect: Dialect = Dialect.SD) -> str:
-    """The prompt without its LoRA tags; tags and brackets left empty go too, no comma is left dangling."""
+    """The prompt without its LoRA tags; tags and brackets left empty go too, no comma is left dangling.
+
+    A tag that only forms once another is gone (`<lora:<lora:x:1>>` leaves `<lora:>`) is removed as well.
+    """
     tokenized = tokenize(text, dialect)
-    deleted = bytearray(len(tokenized.kinds))
-    loras = iter(tokenized.loras)
-    current = next(loras, None)
-    for index, start in enumerate(tokenized.starts):
-        while current is not None and start >= current.end:
-            current = next(loras, None)
-        if current is None:
-            break
-        if start >= current.start:
-            deleted[index] = 1
-    return rewrite(tokenized, deleted)
+    while tokenized.loras:
+        deleted = bytearray(len(tokenized.kinds))
+        loras = iter(tokenized.loras)
+        current = next(loras, None)
+        for index, start in enumerate(tokenized.starts):
+            while current is not None and start >= current.end:
+                current = next(loras, None)
+            if current is None:
+                break
+            if start >= current.start:
+                deleted[index] = 1
+        tokenized = tokenize(rewrite(tokenized, deleted), dialect)
+    return tokenized.text
 
 
 def move_loras_to_front(text: str, *, dialect: Dialect = Dialect.SD) -> str:

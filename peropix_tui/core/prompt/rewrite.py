@@ -4,7 +4,7 @@ Callers mark spans to delete (a filtered tag's words, a LoRA tag...). The rewrit
 - drops every bracket pair and numeric section left with nothing inside (`{nude}` goes whole, `{nude, smile}`
   keeps its braces around `smile`);
 - drops elements left without words and keeps exactly one separator between the survivors (the strongest of
-  those that stood between them: `BREAK` over `|` over `,`), with that separator's original spacing;
+  those that stood between them: `BREAK` over `|` over `,`), spaced as typed;
 - leaves every surviving element's bytes as they were, except whitespace collapsed where words inside it
   were deleted.
 When nothing is deleted the text comes back unchanged.
@@ -135,13 +135,20 @@ def _split_residue(tokenized: TokenizedPrompt, residue: list[int]) -> tuple[list
 def _gap(
     tokenized: TokenizedPrompt, elements: list[Element], before: int, after: int, deleted: bytearray
 ) -> str:
-    """The one separator kept between two surviving elements, with its own spacing."""
+    """The one separator kept between two surviving elements, and the spacing around it."""
     candidates = [elements[i].separator for i in range(before, after)]
     alive = [i for i in candidates if not deleted[i]] or candidates
     best = max(alive, key=lambda i: SEPARATOR_STRENGTH[tokenized.kinds[i]])  # first of the strongest
-    owner = next(i for i in range(before, after) if elements[i].separator == best)
-    before_text = trail_text(tokenized, elements[owner])
-    return before_text + tokenized.span_text(best) + lead_text(tokenized, elements[owner + 1])
+    owner = elements[before + candidates.index(best)]
+    # Spacing before the separator as it was typed before it (an element that is only whitespace sits wholly
+    # before the separator ending it); after it, the spacing the next survivor had.
+    spacing = (
+        lead_text(tokenized, owner) if owner.empty else trail_text(tokenized, owner),
+        lead_text(tokenized, elements[after]),
+    )
+    if tokenized.kinds[best] is SpanKind.BREAK:  # BREAK is only a keyword as a word of its own
+        spacing = (spacing[0] or " ", spacing[1] or " ")
+    return spacing[0] + tokenized.span_text(best) + spacing[1]
 
 
 def _core(tokenized: TokenizedPrompt, element: Element, deleted: bytearray) -> str:

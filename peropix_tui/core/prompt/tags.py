@@ -104,7 +104,18 @@ def _tidy(tokenized: TokenizedPrompt, element: Element, underscores: UnderscoreM
     kinds = tokenized.kinds
     core = range(element.core_first, element.core_stop)
     words = "".join(tokenized.span_text(i) for i in core if kinds[i] is SpanKind.TEXT)
-    convert = underscores != "keep" and not _EMOTICON.fullmatch(words)
+    plain = _tidy_pieces(tokenized, core, "keep")
+    if underscores == "keep" or _EMOTICON.fullmatch(words):
+        return plain
+    converted = _tidy_pieces(tokenized, core, underscores)
+    # Never let a conversion change what the tag means (`BREAK_` would become the keyword `BREAK`).
+    if converted != plain and _syntax(converted, tokenized.dialect) != _syntax(plain, tokenized.dialect):
+        return plain
+    return converted
+
+
+def _tidy_pieces(tokenized: TokenizedPrompt, core: range, underscores: UnderscoreMode) -> str:
+    kinds = tokenized.kinds
     pieces: list[str] = []
     protected: list[bool] = []
     for index in core:
@@ -112,12 +123,19 @@ def _tidy(tokenized: TokenizedPrompt, element: Element, underscores: UnderscoreM
         piece = tokenized.span_text(index)
         if kind is SpanKind.SPACE:
             between_words = kinds[index - 1] in WORD_KINDS and kinds[index + 1] in WORD_KINDS
-            piece = "_" if convert and underscores == "underscores" and between_words else " "
-        elif kind is SpanKind.TEXT and convert and underscores == "spaces":
+            piece = "_" if underscores == "underscores" and between_words else " "
+        elif kind is SpanKind.TEXT and underscores == "spaces":
             piece = piece.replace("_", " ")
         pieces.append(piece)
         protected.append(kind in LORA_KINDS)
     return _collapse(pieces, protected).strip()
+
+
+def _syntax(tag: str, dialect: Dialect) -> list[str]:
+    """The tag's syntax tokens (everything but words and spaces), to compare two spellings of it."""
+    tokenized = tokenize(tag, dialect)
+    plain = (SpanKind.TEXT, SpanKind.SPACE)
+    return [tokenized.span_text(i) for i, kind in enumerate(tokenized.kinds) if kind not in plain]
 
 
 def _collapse(pieces: list[str], protected: list[bool]) -> str:
