@@ -8,13 +8,16 @@ from typing import ClassVar
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Vertical
+from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Header
 
+from peropix_tui.core.errors import PeropixError
 from peropix_tui.core.lora_library import LoraScanner
 from peropix_tui.core.vocabulary import Candidate, Vocabulary
+from peropix_tui.engine.types import GenerationRequest
+from peropix_tui.widgets.parameter_form import ParameterForm
 from peropix_tui.widgets.prompt_editor import PromptEditor, PromptField
 
 
@@ -22,7 +25,9 @@ class GenerateScreen(Screen[None]):
     TITLE = "Generate"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+l", "focus_prompt", "Prompt", id="generate_focus_prompt"),
-        Binding("ctrl+e", "focus_negative", "Negative prompt", id="generate_focus_negative"),
+        Binding("ctrl+g", "focus_negative", "Negative prompt", id="generate_focus_negative"),
+        Binding("ctrl+o", "focus_parameters", "Parameters", id="generate_focus_parameters"),
+        Binding("ctrl+b", "check", "Check settings", id="generate_check"),
     ]
 
     class VocabularyLoaded(Message):
@@ -32,9 +37,11 @@ class GenerateScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        with Vertical(id="generate-editors"):
-            yield PromptField("Prompt", id="prompt")
-            yield PromptField("Negative prompt", id="negative")
+        with Horizontal(id="generate-body"):
+            with Vertical(id="generate-editors"):
+                yield PromptField("Prompt", id="prompt")
+                yield PromptField("Negative prompt", id="negative")
+            yield ParameterForm(id="generate-params")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -59,3 +66,26 @@ class GenerateScreen(Screen[None]):
 
     def action_focus_negative(self) -> None:
         self.query_one("#negative-editor", PromptEditor).focus()
+
+    def action_focus_parameters(self) -> None:
+        self.query_one("#param-model").focus()
+
+    def current_request(self) -> GenerationRequest:
+        """The editors and the form as one validated request (raises PeropixError naming the field)."""
+        prompt = self.query_one("#prompt-editor", PromptEditor).text
+        negative = self.query_one("#negative-editor", PromptEditor).text
+        return self.query_one(ParameterForm).request(prompt, negative)
+
+    def action_check(self) -> None:
+        try:
+            request = self.current_request()
+        except PeropixError as exc:
+            self.notify(str(exc), title="Settings not valid", severity="error", markup=False)
+            return
+        seed = "random seed" if request.seed is None else f"seed {request.seed}"
+        self.notify(
+            f"{request.model}, {request.width}×{request.height}, {request.steps} steps, {seed}, "
+            f"{request.n} image{'s' if request.n > 1 else ''}",
+            title="Settings are valid",
+            markup=False,
+        )

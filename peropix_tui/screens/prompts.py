@@ -310,9 +310,10 @@ class PromptToolsScreen(Screen[None]):
             return Text(f"DAMAGED: {entry.short_error}", style="bold red")
         flags = Text()
         others = self._library.collisions(entry)
-        if others:
-            more = f" +{len(others) - 1}" if len(others) > 1 else ""
-            flags.append(f"SAME NAME as {others[0].relative}{more}", style="bold yellow")
+        if len(others) == 1:
+            flags.append(f"SAME NAME as {others[0].relative}", style="bold yellow")
+        elif others:
+            flags.append(f"SAME NAME as {len(others)} files: {others[0].relative}, …", style="bold yellow")
         if entry.stem_differs:
             if flags:
                 flags.append(" · ")
@@ -366,6 +367,7 @@ class PromptToolsScreen(Screen[None]):
         problem = entry.error or error
         if problem is not None:
             facts.add_row("Damaged", Text(problem, style="bold red"))
+            self._add_hash_rows(facts, entry)  # a SHA256 still tells a truncated download from the real file
             self._set_detail(facts)
             return
         facts.add_row("Tag", Text(entry.tag()))
@@ -397,15 +399,7 @@ class PromptToolsScreen(Screen[None]):
                 )
             ),
         )
-        hashes = self._hashes.get(entry.path)
-        if hashes is not None:
-            facts.add_row("SHA256", Text(hashes.sha256))
-            facts.add_row("AutoV2", Text(hashes.autov2))
-            facts.add_row("AutoV3", Text(hashes.autov3 or "(not a valid safetensors buffer)"))
-        elif self._hashing == entry.path:
-            facts.add_row("Hashes", Text("computing …"))
-        else:
-            facts.add_row("Hashes", Text("press h to compute SHA256 / AutoV2 / AutoV3", style="dim"))
+        self._add_hash_rows(facts, entry)
         parts: list[RenderableType] = [facts]
         details = self._details if self._details is not None and self._details.path == entry.path else None
         if details is not None:
@@ -421,6 +415,17 @@ class PromptToolsScreen(Screen[None]):
             parts.append(Text(f"\nMetadata ({len(details.metadata)} keys)", style="bold"))
             parts.append(meta if details.metadata else Text("(the file has no __metadata__)", style="dim"))
         self._set_detail(Group(*parts))
+
+    def _add_hash_rows(self, facts: Table, entry: LoraFile) -> None:
+        hashes = self._hashes.get(entry.path)
+        if hashes is not None:
+            facts.add_row("SHA256", Text(hashes.sha256))
+            facts.add_row("AutoV2", Text(hashes.autov2))
+            facts.add_row("AutoV3", Text(hashes.autov3 or "(none: not a valid safetensors file)"))
+        elif self._hashing == entry.path:
+            facts.add_row("Hashes", Text("computing …"))
+        else:
+            facts.add_row("Hashes", Text("press h to compute SHA256 / AutoV2 / AutoV3", style="dim"))
 
     def _set_detail(self, content: RenderableType) -> None:
         self.query_one("#lora-detail", Static).update(content)

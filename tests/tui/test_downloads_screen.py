@@ -64,7 +64,7 @@ async def test_creators_newest_first_with_counts_and_broken_logs() -> None:
     write_log("quiet", {"success": [{"id": 1, "type": "image"}], "failed": []}, mtime=1_900_000_000)
     write_log("mangled", "{ this is not json", mtime=1_950_000_000)
     app = PeropixApp()
-    async with app.run_test(size=(130, 40)) as pilot:
+    async with app.run_test(size=(100, 30)) as pilot:
         await pilot.pause(0.1)
         await pilot.press("f4")
         await settle(pilot)
@@ -111,7 +111,7 @@ async def test_refresh_picks_up_new_logs_and_keeps_the_selection() -> None:
     write_log("first", GGRUE, mtime=1_000_000_000)
     app = PeropixApp()
     messages: list[Message] = []
-    async with app.run_test(size=(130, 40), message_hook=messages.append) as pilot:
+    async with app.run_test(size=(100, 30), message_hook=messages.append) as pilot:
         await pilot.pause(0.1)
         await pilot.press("f4")
         await settle(pilot)
@@ -143,7 +143,7 @@ async def test_refresh_picks_up_new_logs_and_keeps_the_selection() -> None:
 
 async def test_empty_state_explains_where_logs_are_read() -> None:
     app = PeropixApp()
-    async with app.run_test(size=(130, 40)) as pilot:
+    async with app.run_test(size=(100, 30)) as pilot:
         await pilot.pause(0.1)
         await pilot.press("f4")
         await settle(pilot)

@@ -117,3 +117,26 @@ def test_completion_context() -> None:
     assert completion_context("a, 1.2::blu") == ("tag", "blu")
     assert completion_context("a, b") is None  # too short to be worth a suggestion
     assert completion_context("a, done ") is None
+
+
+async def test_generate_screen_checks_parameters() -> None:
+    from peropix_tui.app import PeropixApp
+    from peropix_tui.widgets.parameter_form import ParameterForm
+
+    app = PeropixApp()
+    async with app.run_test(size=(120, 34), notifications=True) as pilot:
+        await pilot.pause(0.2)
+        await pilot.press(*"1girl, solo")
+        form = app.screen.query_one(ParameterForm)
+        form.query_one("#param-seed").value = "42"  # type: ignore[attr-defined]
+        await pilot.press("ctrl+b")
+        await pilot.pause(0.2)
+        request = app.screen.current_request()  # type: ignore[attr-defined]
+        assert (request.prompt, request.seed, request.width, request.height) == ("1girl, solo", 42, 832, 1216)
+        assert any(n.title == "Settings are valid" for n in app._notifications)
+        form.query_one("#param-rescale").value = "2"  # type: ignore[attr-defined]
+        await pilot.press("ctrl+b")
+        await pilot.pause(0.2)
+        errors = [n.message for n in app._notifications if n.severity == "error"]
+        assert errors and "cfg_rescale" in errors[-1]
+        assert "cfg_rescale" in str(form.query_one("#param-error").render())

@@ -108,7 +108,7 @@ async def move_to(pilot: Pilot[int], table: DataTable[object], file_column_text:
 
 async def test_library_rows_flag_damage_collisions_and_renames(library: Path) -> None:
     app = PeropixApp()
-    async with app.run_test(size=(130, 40)) as pilot:
+    async with app.run_test(size=(100, 30)) as pilot:
         await open_prompts(pilot)
         table = app.screen.query_one("#lora-table", DataTable)
         got = {row[0]: row for row in rows(table)}
@@ -133,9 +133,25 @@ async def test_library_rows_flag_damage_collisions_and_renames(library: Path) ->
         assert "4 LoRA files" in status and "1 damaged" in status and "2 share a name" in status
 
 
+async def test_three_files_sharing_a_name(tmp_path: Path) -> None:
+    root = tmp_path / "loras"
+    for folder in ("a", "b", "c"):
+        make_lora(root / folder / "twin.safetensors")
+    set_setting("paths.lora_dirs", [str(root)])
+    app = PeropixApp()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await open_prompts(pilot)
+        got = rows(app.screen.query_one("#lora-table", DataTable))
+        assert [row[2] for row in got] == [
+            f"SAME NAME as 2 files: {Path('b') / 'twin.safetensors'}, …",
+            f"SAME NAME as 2 files: {Path('a') / 'twin.safetensors'}, …",
+            f"SAME NAME as 2 files: {Path('a') / 'twin.safetensors'}, …",
+        ]
+
+
 async def test_detail_pane_shows_metadata_and_top_tags(library: Path) -> None:
     app = PeropixApp()
-    async with app.run_test(size=(130, 40)) as pilot:
+    async with app.run_test(size=(100, 30)) as pilot:
         await open_prompts(pilot)
         table = app.screen.query_one("#lora-table", DataTable)
         await move_to(pilot, table, "pepper_v3.safetensors")
@@ -160,7 +176,7 @@ async def test_detail_pane_shows_metadata_and_top_tags(library: Path) -> None:
 async def test_copy_tag_and_refuse_damaged(library: Path) -> None:
     app = PeropixApp()
     messages: list[Message] = []
-    async with app.run_test(size=(130, 40), message_hook=messages.append) as pilot:
+    async with app.run_test(size=(100, 30), message_hook=messages.append) as pilot:
         await open_prompts(pilot)
         table = app.screen.query_one("#lora-table", DataTable)
         await move_to(pilot, table, "boo.safetensors")
@@ -185,7 +201,7 @@ async def test_copy_tag_and_refuse_damaged(library: Path) -> None:
 async def test_hash_action_matches_hashlib(library: Path) -> None:
     app = PeropixApp()
     messages: list[Message] = []
-    async with app.run_test(size=(130, 40), message_hook=messages.append) as pilot:
+    async with app.run_test(size=(100, 30), message_hook=messages.append) as pilot:
         await open_prompts(pilot)
         table = app.screen.query_one("#lora-table", DataTable)
         await move_to(pilot, table, "boo.safetensors")
@@ -207,6 +223,18 @@ async def test_hash_action_matches_hashlib(library: Path) -> None:
         progress = [m for m in messages if isinstance(m, HashProgress)]
         assert progress and progress[-1].done == progress[-1].total == len(blob)
         assert not app.screen.query_one("#lora-hash-row").display
+
+        # a damaged file still gets its SHA256, to compare with what the download should have been
+        await move_to(pilot, table, "broken.safetensors")
+        await pilot.press("h")
+        await settle(pilot)
+        await settle(pilot)
+        facts = dict(line.split(None, 1) for line in detail_text(app).splitlines() if line.strip())
+        assert (
+            facts["SHA256"].strip() == hashlib.sha256((library / "broken.safetensors").read_bytes()).hexdigest().upper()
+        )
+        assert facts["AutoV3"].strip() == "(none: not a valid safetensors file)"
+        assert "Damaged" in facts
 
 
 async def test_no_folders_set_says_where_to_add_them() -> None:
@@ -239,7 +267,7 @@ async def test_empty_folder_and_rescan_picks_up_new_files(tmp_path: Path) -> Non
 
 async def test_help_lists_the_table_keys(library: Path) -> None:
     app = PeropixApp()
-    async with app.run_test(size=(130, 40)) as pilot:
+    async with app.run_test(size=(100, 30)) as pilot:
         await open_prompts(pilot)
         await pilot.press("f1")
         await settle(pilot)
@@ -265,7 +293,7 @@ async def test_filters_list_shipped_and_user_categories(tmp_path: Path) -> None:
     (folder / "mine.txt").write_text("# my own list\nred hair\nblue eyes\n\nred hair\n", encoding="utf-8")
     (folder / "Bad Name.txt").write_text("x\n", encoding="utf-8")
     app = PeropixApp()
-    async with app.run_test(size=(130, 40)) as pilot:
+    async with app.run_test(size=(100, 30)) as pilot:
         await open_prompts(pilot)
         await pilot.press("ctrl+f")
         await settle(pilot)
@@ -288,7 +316,7 @@ async def test_edit_without_editor_says_so(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.delenv("VISUAL", raising=False)
     app = PeropixApp()
     messages: list[Message] = []
-    async with app.run_test(size=(130, 40), message_hook=messages.append) as pilot:
+    async with app.run_test(size=(100, 30), message_hook=messages.append) as pilot:
         await open_prompts(pilot)
         await pilot.press("ctrl+f")
         await settle(pilot)
@@ -302,7 +330,7 @@ async def test_edit_where_suspend_is_unsupported_names_the_file(monkeypatch: pyt
     monkeypatch.setenv("EDITOR", "true")
     app = PeropixApp()
     messages: list[Message] = []
-    async with app.run_test(size=(130, 40), message_hook=messages.append) as pilot:
+    async with app.run_test(size=(100, 30), message_hook=messages.append) as pilot:
         await open_prompts(pilot)
         await pilot.press("ctrl+f")
         await settle(pilot)
@@ -328,7 +356,7 @@ async def test_edit_runs_the_editor_and_reloads(tmp_path: Path, monkeypatch: pyt
         yield
 
     monkeypatch.setattr(app, "suspend", suspended)
-    async with app.run_test(size=(130, 40)) as pilot:
+    async with app.run_test(size=(100, 30)) as pilot:
         await open_prompts(pilot)
         await pilot.press("ctrl+f")
         await settle(pilot)
@@ -352,7 +380,7 @@ async def test_editor_that_cannot_start_or_fails_is_reported(tmp_path: Path, mon
         yield
 
     monkeypatch.setattr(app, "suspend", suspended)
-    async with app.run_test(size=(130, 40), message_hook=messages.append) as pilot:
+    async with app.run_test(size=(100, 30), message_hook=messages.append) as pilot:
         await open_prompts(pilot)
         await pilot.press("ctrl+f")
         await settle(pilot)

@@ -3,8 +3,8 @@
 Callers mark spans to delete (a filtered tag's words, a LoRA tag...). The rewrite then:
 - drops every bracket pair and numeric section left with nothing inside (`{nude}` goes whole, `{nude, smile}`
   keeps its braces around `smile`);
-- drops elements left without words and keeps exactly one separator between the survivors (the strongest of
-  those that stood between them: `BREAK` over `|` over `,`), spaced as typed;
+- drops elements left without words, and whitespace-only ones, and keeps exactly one separator between the
+  survivors (the strongest of those that stood between them: `BREAK` over `|` over `,`), spaced as typed;
 - leaves every surviving element's bytes as they were, except whitespace collapsed where words inside it
   were deleted.
 When nothing is deleted the text comes back unchanged.
@@ -69,8 +69,13 @@ def rewrite(tokenized: TokenizedPrompt, deleted: bytearray) -> str:
     out: list[str] = []
     previous = -1  # index of the last element kept
     residue: list[int] = []  # brackets left over from dropped elements since then
+    deleted_before = [0, *accumulate(deleted)]
     for index, element in enumerate(elements):
-        if surviving_before[element.stop] == surviving_before[element.first]:
+        untouched = deleted_before[element.stop] == deleted_before[element.first]
+        words_left = surviving_before[element.stop] > surviving_before[element.first]
+        # Kept: whatever still has words, and untouched syntax-only elements (`|:0.5`); whitespace-only
+        # elements go, so no doubled separators are left behind.
+        if not words_left and not (untouched and not element.empty):
             residue.extend(
                 i for i in range(element.first, element.stop) if not deleted[i] and _role(tokenized, i) != 0
             )

@@ -8,6 +8,7 @@ from typing import Literal
 
 from peropix_tui.core.prompt.elements import (
     Element,
+    core_text,
     element_normalized,
     element_weight,
     split_elements,
@@ -101,17 +102,25 @@ def normalize_prompt(
 
 
 def _tidy(tokenized: TokenizedPrompt, element: Element, underscores: UnderscoreMode) -> str:
+    """The element's core tidied, or the closest tidier spelling that still means the same: collapsing
+    whitespace or converting underscores must never create or break syntax (`BREAK_` would turn into the
+    keyword, `<lora:\n>` into a LoRA tag)."""
     kinds = tokenized.kinds
     core = range(element.core_first, element.core_stop)
+    original = core_text(tokenized, element)
     words = "".join(tokenized.span_text(i) for i in core if kinds[i] is SpanKind.TEXT)
-    plain = _tidy_pieces(tokenized, core, "keep")
-    if underscores == "keep" or _EMOTICON.fullmatch(words):
-        return plain
-    converted = _tidy_pieces(tokenized, core, underscores)
-    # Never let a conversion change what the tag means (`BREAK_` would become the keyword `BREAK`).
-    if converted != plain and _syntax(converted, tokenized.dialect) != _syntax(plain, tokenized.dialect):
-        return plain
-    return converted
+    candidates = [_tidy_pieces(tokenized, core, "keep")]
+    if underscores != "keep" and not _EMOTICON.fullmatch(words):
+        candidates.insert(0, _tidy_pieces(tokenized, core, underscores))
+    syntax: list[str] | None = None
+    for candidate in candidates:
+        if candidate == original:
+            return candidate
+        if syntax is None:
+            syntax = _syntax(original, tokenized.dialect)
+        if _syntax(candidate, tokenized.dialect) == syntax:
+            return candidate
+    return original
 
 
 def _tidy_pieces(tokenized: TokenizedPrompt, core: range, underscores: UnderscoreMode) -> str:

@@ -73,7 +73,7 @@ def prepare_mask(data: bytes, width: int, height: int) -> bytes:
     image = open_image(data, "mask")
     if image.size != (width, height):
         image = image.resize((width, height), Image.Resampling.NEAREST)
-    rgba = np.asarray(image.convert("RGBA"), dtype=np.uint16)
+    rgba = np.asarray(image.convert("RGBA"), dtype=np.int32)
     luma = (rgba[..., 0] * 299 + rgba[..., 1] * 587 + rgba[..., 2] * 114) // 1000
     marked = (luma >= 128) & (rgba[..., 3] >= 128)
     cells = marked.reshape(height // MASK_CELL, MASK_CELL, width // MASK_CELL, MASK_CELL).any(axis=(1, 3))

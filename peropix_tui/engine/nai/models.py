@@ -181,7 +181,7 @@ def _legacy(model_id: str, family: Family, label: str, inpainting: str | None) -
         character_reference=False,
         samplers=LEGACY_SAMPLERS,
         schedules=ALL_SCHEDULES,
-        default_scale=11.0,
+        default_scale=10.0,
         variety_sigma=None,
         dataset_prefixes=(),
         max_characters=0,

@@ -156,8 +156,10 @@ def check_request(request: GenerationRequest) -> ModelSpec:
         raise RequestError("scale", f"NovelAI allows a prompt guidance of at most {MAX_SCALE:g}")
     if request.seed is None:
         raise RequestError("seed", "is not resolved yet; call resolved() before building the payload")
-    if request.seed > MAX_SEED:
-        raise RequestError("seed", f"NovelAI seeds go up to {MAX_SEED}, not {request.seed}")
+    if not 1 <= request.seed <= MAX_SEED:
+        raise RequestError(
+            "seed", f"NovelAI seeds go from 1 to {MAX_SEED} (0 would be a random, unrecorded seed), not {request.seed}"
+        )
     if request.n > max_samples(request.width, request.height):
         raise RequestError(
             "n",
@@ -231,10 +233,8 @@ def _center(character: CharacterPrompt) -> dict[str, float]:
 
 
 def _extra_noise_seed(seed: int, action: Action) -> int:
-    """txt2img mirrors the seed; img2img and inpaint use the web's seed - 1 (0 wraps to the top)."""
-    if action is Action.GENERATE:
-        return seed
-    return seed - 1 if seed > 0 else MAX_SEED
+    """txt2img mirrors the seed; img2img and inpaint use the web's seed - 1."""
+    return seed if action is Action.GENERATE else seed - 1
 
 
 def _v4_fields(positive: str, negative: str, characters: list[CharacterPrompt]) -> dict[str, Any]:
@@ -413,9 +413,10 @@ def redacted_payload(body: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def snap_size(width: float, height: float) -> tuple[int, int]:
-    """The nearest size on the 64-pixel grid, shrunk (keeping the aspect) to fit NovelAI's pixel limit."""
-    w = max(GRID, round(width / GRID) * GRID)
-    h = max(GRID, round(height / GRID) * GRID)
+    """The nearest size on the 64-pixel grid (halves round up), shrunk keeping the aspect to fit NovelAI's
+    pixel limit."""
+    w = max(GRID, math.floor(width / GRID + 0.5) * GRID)
+    h = max(GRID, math.floor(height / GRID + 0.5) * GRID)
     if w * h > MAX_PIXELS:
         shrink = math.sqrt(MAX_PIXELS / (width * height))
         w = max(GRID, math.floor(width * shrink / GRID) * GRID)

@@ -62,7 +62,10 @@ QUALITY: Final[Mapping[Family, QualityPreset]] = MappingProxyType(
         Family.V4_5_CURATED: QualityPreset(
             "very aesthetic, location, masterpiece, no text, -0.8::feet::, rating:general",
             text_marker=_V4_TEXT,
-            variants=("location, masterpiece, no text, -0.8::feet::, rating:general",),
+            variants=(
+                "location, masterpiece, no text, -0.8::feet::, rating:general",
+                "very aesthetic, masterpiece, no text, -0.8::feet::, rating:general",
+            ),
         ),
         Family.V4: QualityPreset("no text, best quality, very aesthetic, absurdres", text_marker=_V4_TEXT),
         Family.V4_CURATED: QualityPreset(
@@ -376,9 +379,13 @@ def compose_prompts(
 def split_prompts(prompt: str, negative: str, model: str | None) -> PromptParts:
     """Undo `compose_prompts` on text read from an image, so its settings can be applied without doubling.
 
-    With `model` None (an image that does not say which model made it) every model's tables are tried.
+    With `model` None, or a model this table does not know (older images name it loosely), every model's
+    tables are tried.
     """
-    family = None if model is None else model_spec(model).family
+    try:
+        family = None if model is None else model_spec(model).family
+    except RequestError:
+        family = model = None
     user_uc, preset = strip_uc_preset(negative, family, prompt)
     user_prompt, quality = strip_quality_tags(prompt, family)
     user_prompt, dataset = strip_dataset_prefix(user_prompt, model)

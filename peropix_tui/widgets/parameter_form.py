@@ -1,0 +1,164 @@
+"""The generation parameters beside the prompt editors: model, size, steps, guidance, sampler, seed, batch.
+
+Choices come from the NovelAI model table (samplers and schedules follow the chosen model), and `request()`
+turns the form into a validated `GenerationRequest`, so the form can never hold a value the engine refuses
+without saying which field is wrong.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from textual import on
+from textual.app import ComposeResult
+from textual.containers import Horizontal, VerticalScroll
+from textual.widgets import Input, Label, Select, Switch
+
+from peropix_tui.core.errors import PeropixError
+from peropix_tui.engine.nai.models import DEFAULT_MODEL, MODELS, model_spec
+from peropix_tui.engine.types import GenerationRequest
+
+
+@dataclass(frozen=True, slots=True)
+class SizePreset:
+    label: str
+    width: int
+    height: int
+
+
+SIZE_PRESETS: tuple[SizePreset, ...] = (
+    SizePreset("Portrait 832×1216", 832, 1216),
+    SizePreset("Landscape 1216×832", 1216, 832),
+    SizePreset("Square 1024×1024", 1024, 1024),
+    SizePreset("Large portrait 1024×1536", 1024, 1536),
+    SizePreset("Large landscape 1536×1024", 1536, 1024),
+    SizePreset("Wallpaper 1088×1920", 1088, 1920),
+    SizePreset("Wallpaper 1920×1088", 1920, 1088),
+)
+CUSTOM = "custom"
+
+
+def snap64(value: int) -> int:
+    """Round a side to the nearest multiple of 64 (at least 64), as the API requires."""
+    return max(64, round(value / 64) * 64)
+
+
+class FormError(PeropixError):
+    """A parameter field holds a value that is not a number or not allowed."""
+
+
+class ParameterForm(VerticalScroll):
+    DEFAULT_CSS = """
+    ParameterForm { width: 44; padding: 0 1; border-left: vkey $primary; }
+    ParameterForm .param-row { height: auto; }
+    ParameterForm .param-label { width: 12; padding-top: 1; color: $text-muted; }
+    ParameterForm Input, ParameterForm Select { width: 1fr; }
+    ParameterForm #param-size-custom { height: auto; }
+    ParameterForm #param-size-custom.-hidden { display: none; }
+    ParameterForm #param-error { color: $error; height: auto; }
+    """
+
+    def compose(self) -> ComposeResult:
+        models = [(spec.label, spec.id) for spec in MODELS.values() if not spec.legacy]
+        yield from self._row("Model", Select(models, value=DEFAULT_MODEL, allow_blank=False, id="param-model"))
+        sizes = [(p.label, p.label) for p in SIZE_PRESETS] + [("Custom…", CUSTOM)]
+        yield from self._row("Size", Select(sizes, value=SIZE_PRESETS[0].label, allow_blank=False, id="param-size"))
+        with Horizontal(id="param-size-custom", classes="param-row -hidden"):
+            yield Input("832", id="param-width", type="integer", max_length=5)
+            yield Label("×", classes="param-times")
+            yield Input("1216", id="param-height", type="integer", max_length=5)
+        yield from self._row("Steps", Input("28", id="param-steps", type="integer", max_length=3))
+        yield from self._row("Guidance", Input("5", id="param-scale", type="number", max_length=6))
+        yield from self._row("Rescale", Input("0", id="param-rescale", type="number", max_length=6))
+        spec = model_spec(DEFAULT_MODEL)
+        samplers = [(s, s) for s in spec.samplers]
+        schedules = [(s, s) for s in spec.schedules]
+        yield from self._row("Sampler", Select(samplers, value=spec.samplers[0], allow_blank=False, id="param-sampler"))
+        yield from self._row(
+            "Schedule",
+            Select(schedules, value=self._default_schedule(spec.schedules), allow_blank=False, id="param-schedule"),
+        )
+        yield from self._row("Seed", Input("", placeholder="random", id="param-seed", type="integer", max_length=10))
+        yield from self._row("Images", Input("1", id="param-n", type="integer", max_length=1))
+        yield from self._row("Variety+", Switch(False, id="param-variety"))
+        yield from self._row("Quality tags", Switch(True, id="param-quality"))
+        yield Label("", id="param-error", markup=False)
+
+    @staticmethod
+    def _default_schedule(schedules: tuple[str, ...]) -> str:
+        return "karras" if "karras" in schedules else schedules[0]
+
+    def _row(self, label: str, widget: Any) -> ComposeResult:
+        with Horizontal(classes="param-row"):
+            yield Label(label, classes="param-label")
+            yield widget
+
+    def on_mount(self) -> None:
+        self._model_changed(DEFAULT_MODEL)
+
+    @on(Select.Changed, "#param-model")
+    def _on_model(self, event: Select.Changed) -> None:
+        if isinstance(event.value, str):
+            self._model_changed(event.value)
+
+    def _model_changed(self, model: str) -> None:
+        spec = model_spec(model)
+        sampler = self.query_one("#param-sampler", Select)
+        schedule = self.query_one("#param-schedule", Select)
+        keep_sampler, keep_schedule = sampler.value, schedule.value
+        sampler.set_options([(s, s) for s in spec.samplers])
+        schedule.set_options([(s, s) for s in spec.schedules])
+        sampler.value = keep_sampler if keep_sampler in spec.samplers else spec.samplers[0]
+        schedule.value = keep_schedule if keep_schedule in spec.schedules else self._default_schedule(spec.schedules)
+        self.query_one("#param-scale", Input).value = f"{spec.default_scale:g}"
+
+    @on(Select.Changed, "#param-size")
+    def _on_size(self, event: Select.Changed) -> None:
+        custom = self.query_one("#param-size-custom")
+        custom.set_class(event.value != CUSTOM, "-hidden")
+        for preset in SIZE_PRESETS:
+            if preset.label == event.value:
+                self.query_one("#param-width", Input).value = str(preset.width)
+                self.query_one("#param-height", Input).value = str(preset.height)
+
+    @on(Input.Blurred, "#param-width, #param-height")
+    def _snap(self, event: Input.Blurred) -> None:
+        try:
+            value = int(event.input.value)
+        except ValueError:
+            return
+        event.input.value = str(snap64(value))
+
+    def _number(self, field_id: str, label: str, kind: type[int] | type[float]) -> Any:
+        text = self.query_one(f"#{field_id}", Input).value.strip()
+        try:
+            return kind(text)
+        except ValueError:
+            raise FormError(f"{label}: {text!r} is not a {'whole ' if kind is int else ''}number") from None
+
+    def request(self, prompt: str, negative: str) -> GenerationRequest:
+        """The form as a validated request; raises PeropixError naming the field at fault."""
+        seed_text = self.query_one("#param-seed", Input).value.strip()
+        try:
+            request = GenerationRequest(
+                prompt=prompt,
+                negative=negative,
+                model=str(self.query_one("#param-model", Select).value),
+                width=self._number("param-width", "Width", int),
+                height=self._number("param-height", "Height", int),
+                steps=self._number("param-steps", "Steps", int),
+                scale=self._number("param-scale", "Guidance", float),
+                cfg_rescale=self._number("param-rescale", "Rescale", float),
+                sampler=str(self.query_one("#param-sampler", Select).value),
+                scheduler=str(self.query_one("#param-schedule", Select).value),
+                seed=self._number("param-seed", "Seed", int) if seed_text else None,
+                n=self._number("param-n", "Images", int),
+                variety=self.query_one("#param-variety", Switch).value,
+                quality_tags=self.query_one("#param-quality", Switch).value,
+            )
+        except PeropixError as exc:
+            self.query_one("#param-error", Label).update(str(exc))
+            raise
+        self.query_one("#param-error", Label).update("")
+        return request

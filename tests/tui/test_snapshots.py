@@ -1,0 +1,86 @@
+"""SVG snapshots of every screen at 100×30: fixed folders, no clock, no cursor blink, half-cell images.
+
+Update after an intended change with `pytest tests/tui/test_snapshots.py --snapshot-update` and review
+`snapshot_report.html`.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from textual.pilot import Pilot
+
+from peropix_tui.app import PeropixApp
+
+FIXED = Path("/tmp/peropix-snapshots")
+SIZE = (100, 30)
+
+
+@pytest.fixture(autouse=True)
+def fixed_dirs(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    # Paths appear on screen (empty states, summaries), so they must not depend on pytest's tmp folder.
+    shutil.rmtree(FIXED, ignore_errors=True)
+    monkeypatch.setenv("PEROPIX_CONFIG_DIR", str(FIXED / "config"))
+    monkeypatch.setenv("PEROPIX_DATA_DIR", str(FIXED / "data"))
+    monkeypatch.setenv("TEXTUAL_ANIMATIONS", "none")
+    yield
+    shutil.rmtree(FIXED, ignore_errors=True)
+
+
+def settled(*keys: str) -> Callable[[Pilot[object]], object]:
+    async def run_before(pilot: Pilot[object]) -> None:
+        await pilot.pause(0.2)
+        for key in keys:
+            await pilot.press(key)
+            await pilot.pause(0.3)
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause(0.4)
+        await pilot.app.workers.wait_for_complete()
+
+    return run_before
+
+
+def app() -> PeropixApp:
+    return PeropixApp(image_widget="halfcell")
+
+
+def test_generate(snap_compare: Callable[..., bool]) -> None:
+    assert snap_compare(app(), terminal_size=SIZE, run_before=settled())
+
+
+def test_generate_with_prompt(snap_compare: Callable[..., bool]) -> None:
+    async def typed(pilot: Pilot[object]) -> None:
+        await pilot.pause(0.2)
+        await pilot.press(*"1girl, {{silver hair}}, 1.5::night::, <lora:detail:0.8>, [blush")
+        await pilot.pause(0.5)
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause(0.3)
+
+    assert snap_compare(app(), terminal_size=SIZE, run_before=typed)
+
+
+def test_history_empty(snap_compare: Callable[..., bool]) -> None:
+    assert snap_compare(app(), terminal_size=SIZE, run_before=settled("f3"))
+
+
+def test_downloads(snap_compare: Callable[..., bool]) -> None:
+    assert snap_compare(app(), terminal_size=SIZE, run_before=settled("f4"))
+
+
+def test_prompt_tools(snap_compare: Callable[..., bool]) -> None:
+    assert snap_compare(app(), terminal_size=SIZE, run_before=settled("f6"))
+
+
+def test_settings(snap_compare: Callable[..., bool]) -> None:
+    assert snap_compare(app(), terminal_size=SIZE, run_before=settled("f7"))
+
+
+def test_help(snap_compare: Callable[..., bool]) -> None:
+    assert snap_compare(app(), terminal_size=SIZE, run_before=settled("f7", "f1"))
+
+
+def test_generate_small_terminal(snap_compare: Callable[..., bool]) -> None:
+    assert snap_compare(app(), terminal_size=(80, 24), run_before=settled())
