@@ -11,19 +11,16 @@ the full map is read again, for one file, when someone asks for its details.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import stat
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from peropix_tui.core.safetensors import SafetensorsError, SafetensorsHeader, read_header
-
-log = logging.getLogger(__name__)
 
 SUFFIX = ".safetensors"
 DEFAULT_BATCH = 64
@@ -31,6 +28,7 @@ VALUE_LIMIT = 160  # longest metadata value shown as it is; longer ones are summ
 _BLOB_KEYS = frozenset({"ss_tag_frequency", "ss_datasets", "ss_bucket_info", "ss_dataset_dirs"})
 _TIMESTAMP_KEYS = frozenset({"ss_training_started_at", "ss_training_finished_at"})
 _RANK_SUFFIXES = ("lora_down.weight", "lora_A.weight")
+_FIELD_LIMIT = 200  # table fields come from files anyone could have written
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,17 +111,21 @@ def read_lora_file(path: Path, folder: Path) -> LoraFile:
     except SafetensorsError as exc:
         return LoraFile(path, folder, st.st_size, st.st_mtime, error=str(exc))
     meta = header.metadata
-    output = meta.get("ss_output_name", "").strip() or None
+
+    def field(*keys: str) -> str:
+        value = next((meta[k] for k in keys if meta.get(k, "").strip()), "")
+        return single_line(value, _FIELD_LIMIT)
+
     return LoraFile(
         path,
         folder,
         st.st_size,
         st.st_mtime,
-        output_name=output,
-        base_model=(meta.get("ss_base_model_version") or meta.get("modelspec.architecture") or "").strip(),
-        network_module=meta.get("ss_network_module", "").strip(),
-        network_dim=(meta.get("ss_network_dim", "").strip() or _rank_from_shapes(header)),
-        network_alpha=meta.get("ss_network_alpha", "").strip(),
+        output_name=field("ss_output_name") or None,
+        base_model=field("ss_base_model_version", "modelspec.architecture"),
+        network_module=field("ss_network_module"),
+        network_dim=field("ss_network_dim") or _rank_from_shapes(header),
+        network_alpha=field("ss_network_alpha"),
         tensor_count=len(header.tensors),
     )
 
@@ -205,25 +207,21 @@ class LoraScanner:
             yield batch
 
 
-@dataclass
 class LoraLibrary:
     """Scanned entries and the name index that finds collisions."""
 
-    files: list[LoraFile] = field(default_factory=list)
-    problems: list[ScanProblem] = field(default_factory=list)
-    _by_name: dict[str, list[LoraFile]] = field(default_factory=dict, repr=False)
-
-    def __post_init__(self) -> None:
-        files, self.files = self.files, []
+    def __init__(self, files: Iterable[LoraFile] = (), problems: Iterable[ScanProblem] = ()) -> None:
+        self.files: list[LoraFile] = []
+        self.problems: list[ScanProblem] = list(problems)
+        self._by_name: dict[str, list[LoraFile]] = {}
         self.add(files)
 
     @classmethod
     def scan(cls, folders: Sequence[Path]) -> LoraLibrary:
         """Scan in one go (for the command line); the TUI uses `LoraScanner.batches` to show rows early."""
         scanner = LoraScanner(folders)
-        library = cls([f for batch in scanner.batches() for f in batch])
-        library.problems = list(scanner.problems)
-        return library
+        files = [f for batch in scanner.batches() for f in batch]
+        return cls(files, scanner.problems)
 
     def add(self, files: Iterable[LoraFile]) -> None:
         for entry in files:

@@ -15,10 +15,13 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from peropix_tui.core.errors import PeropixError
-from peropix_tui.core.metadata import ImageMetadata
+
+if TYPE_CHECKING:
+    # Only for annotations: the metadata codec pulls in Pillow and numpy, which the app shell must not wait for.
+    from peropix_tui.core.metadata import ImageMetadata
 
 ImageInput = bytes | Path
 """An image given inline (bytes) or by file path (read when the request is sent)."""

@@ -81,8 +81,11 @@ class SandboxAccount:
             },
             "accountType": 0,
             "isGracePeriod": False,
-            "usage": {"percent": 0 if self.usage_exhausted else 100, "isNegative": self.usage_exhausted,
-                      "timeUntilNextPercent": 7888},
+            "usage": {
+                "percent": 0 if self.usage_exhausted else 100,
+                "isNegative": self.usage_exhausted,
+                "timeUntilNextPercent": 7888,
+            },
         }
 
     def describe(self) -> str:

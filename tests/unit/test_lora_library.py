@@ -95,6 +95,14 @@ def test_modelspec_architecture_when_kohya_base_is_missing(tmp_path: Path) -> No
     assert not entry.stem_differs
 
 
+def test_hostile_metadata_fields_become_one_short_line(tmp_path: Path) -> None:
+    meta = {"ss_output_name": "evil\nname\x1b[2J", "ss_base_model_version": "  ", "ss_network_dim": "x" * 999}
+    entry = read_lora_file(make_lora(tmp_path / "evil.safetensors", meta), tmp_path)
+    assert entry.output_name == "evil name\\x1b[2J"
+    assert entry.base_model == ""
+    assert len(entry.network_dim) == 200 and entry.network_dim.endswith("…")
+
+
 def test_rank_read_from_shapes_when_metadata_is_absent(tmp_path: Path) -> None:
     entry = read_lora_file(make_lora(tmp_path / "bare.safetensors", None, rank=12), tmp_path)
     assert entry.error is None

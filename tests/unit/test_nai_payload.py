@@ -95,7 +95,7 @@ def _image_placeholder(expected: str, actual: object, path: str) -> list[str]:
         return [f"{path}: expected base64 {kind}, got {actual!r}"]
     data = base64.b64decode(actual, validate=True)
     image = Image.open(io.BytesIO(data))
-    found = f"{image.format.lower()} {image.width}x{image.height}"
+    found = f"{(image.format or '').lower()} {image.width}x{image.height}"
     wanted = f"{kind} {size}"
     return [] if found == wanted else [f"{path}: expected {wanted}, got {found}"]
 
@@ -223,7 +223,11 @@ _ENC = VibeRef(encoding=b"enc")
         ({"model": "nai-diffusion-4-curated-preview", "dataset": "fur"}, "dataset", "not offered"),
         ({"model": "nai-diffusion-3", "characters": (CharacterPrompt("x"),)}, "characters", "no character"),
         ({"characters": tuple(CharacterPrompt(str(i)) for i in range(7))}, "characters", "at most 6"),
-        ({"model": "nai-diffusion-2", "image": _IMG, "mask": _IMG}, "model", "no inpainting model"),
+        (
+            {"model": "nai-diffusion-2", "scale": 10, "uc_preset": None, "image": _IMG, "mask": _IMG},
+            "model",
+            "no inpainting",
+        ),
         ({"model": "nai-diffusion-5-full", "vibes": (_ENC,)}, "vibes", "no vibe transfer"),
         ({"image": _IMG, "mask": _IMG, "vibes": (_ENC,)}, "vibes", "inpainting"),
         (
@@ -269,6 +273,11 @@ def test_unresolved_seed_is_refused_and_resolved_seed_is_sent() -> None:
     resolved = GenerationRequest("1girl").resolved()
     assert resolved.seed is not None
     assert build_payload(resolved)["parameters"]["seed"] == resolved.seed
+
+
+def test_check_request_catches_presets_the_model_lacks() -> None:
+    with pytest.raises(RequestError, match="not offered"):
+        check_request(GenerationRequest("x", seed=1, model="nai-diffusion-2", uc_preset=UcPreset.HEAVY, scale=10))
 
 
 def test_check_request_does_not_read_images(tmp_path: Path) -> None:
@@ -324,9 +333,7 @@ def test_variety_sigma_scales_with_size_on_v4_5() -> None:
 
 
 def test_extra_fields_pass_through() -> None:
-    body = build_payload(
-        GenerationRequest("x", seed=1, extra={"dynamic_thresholding": True, "image_format": "webp"})
-    )
+    body = build_payload(GenerationRequest("x", seed=1, extra={"dynamic_thresholding": True, "image_format": "webp"}))
     assert body["parameters"]["dynamic_thresholding"] is True
     assert body["parameters"]["image_format"] == "webp"
 

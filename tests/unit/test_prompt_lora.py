@@ -20,8 +20,30 @@ from peropix_tui.core.prompt import (
 LORAS = ["<lora:foo bar:0.8>", "<lora:x>", "<lyco:ü.v2-1:0.5:0.7>", "<lora:bad:abc>", "<LORA:Up:1>"]
 PROMPT_TOKENS = [
     *LORAS,
-    "a", "long hair", "1girl", "(vocaloid)", "日本", ">_<", "<", ">",
-    ",", ", ", " ", "\n", "|", " BREAK ", "{", "}", "[", "]", "(", ")", "\\(", ":1.2", "1.5::", "::",
+    "a",
+    "long hair",
+    "1girl",
+    "(vocaloid)",
+    "日本",
+    ">_<",
+    "<",
+    ">",
+    ",",
+    ", ",
+    " ",
+    "\n",
+    "|",
+    " BREAK ",
+    "{",
+    "}",
+    "[",
+    "]",
+    "(",
+    ")",
+    "\\(",
+    ":1.2",
+    "1.5::",
+    "::",
 ]
 prompt_like = st.lists(st.sampled_from(PROMPT_TOKENS), max_size=30).map("".join)
 

@@ -18,10 +18,51 @@ NAI = Dialect.NAI
 SD = Dialect.SD
 
 PROMPT_TOKENS = [
-    "a", "long hair", "1girl", "hatsune miku", "(vocaloid)", "é", "日本", "🎨", "^_^", ">_<",
-    ",", ", ", " ", "  ", "\n", "\r\n", "\t", "|", " | ", "BREAK", " BREAK ",
-    "{", "}", "[", "]", "(", ")", "\\(", "\\)", "\\", ":", "::", "1.5::", "-1::", "0::", ".5::", ":1.3", ":0.5",
-    "<lora:foo bar:0.8>", "<lora:x>", "<lyco:ü.v2-1:0.5:0.7>", "<lora:bad:abc>", "<lora:", "<", ">",
+    "a",
+    "long hair",
+    "1girl",
+    "hatsune miku",
+    "(vocaloid)",
+    "é",
+    "日本",
+    "🎨",
+    "^_^",
+    ">_<",
+    ",",
+    ", ",
+    " ",
+    "  ",
+    "\n",
+    "\r\n",
+    "\t",
+    "|",
+    " | ",
+    "BREAK",
+    " BREAK ",
+    "{",
+    "}",
+    "[",
+    "]",
+    "(",
+    ")",
+    "\\(",
+    "\\)",
+    "\\",
+    ":",
+    "::",
+    "1.5::",
+    "-1::",
+    "0::",
+    ".5::",
+    ":1.3",
+    ":0.5",
+    "<lora:foo bar:0.8>",
+    "<lora:x>",
+    "<lyco:ü.v2-1:0.5:0.7>",
+    "<lora:bad:abc>",
+    "<lora:",
+    "<",
+    ">",
 ]
 prompt_like = st.lists(st.sampled_from(PROMPT_TOKENS), max_size=40).map("".join)
 any_text = st.text(alphabet=st.characters(exclude_categories=()), max_size=200)
@@ -116,7 +157,11 @@ def test_nai_span_kinds_for_every_syntax_form() -> None:
 def test_nai_part_weight_only_with_pipes() -> None:
     assert K.PART_WEIGHT not in tokenize("cat:0.5", NAI).kinds
     tp = tokenize("cat : 0.3| dog:0.7", NAI)
-    assert [p for p in pieces(tp) if p[0] is K.PART_WEIGHT] == [(K.PART_WEIGHT, ":"), (K.PART_WEIGHT, "0.3"), (K.PART_WEIGHT, ":0.7")]
+    assert [p for p in pieces(tp) if p[0] is K.PART_WEIGHT] == [
+        (K.PART_WEIGHT, ":"),
+        (K.PART_WEIGHT, "0.3"),
+        (K.PART_WEIGHT, ":0.7"),
+    ]
 
 
 def test_number_inside_a_word_is_not_a_weight() -> None:
@@ -129,7 +174,7 @@ def test_number_inside_a_word_is_not_a_weight() -> None:
 def test_nai_bracket_diagnostics() -> None:
     tp = tokenize("a}, {b, [c}", NAI)
     kinds = pieces(tp)
-    assert (K.ERROR, "}") == kinds[1]
+    assert kinds[1] == (K.ERROR, "}")
     assert [(d.start, d.message) for d in tp.diagnostics] == [
         (1, "unmatched '}' at 1"),
         (4, "'{' at 4 is never closed"),
@@ -247,7 +292,7 @@ def test_lora_forms(dialect: Dialect, tag: str, keyword: str, name: str, te: flo
     assert tp.diagnostics == []
     [lora] = tp.loras
     assert (lora.text, lora.keyword, lora.name) == (tag, keyword, name)
-    assert (lora.te_weight, lora.unet_weight) == (pytest.approx(te), pytest.approx(unet))
+    assert (lora.te_weight, lora.unet_weight) == pytest.approx((te, unet))
     assert (lora.start, lora.end) == (3, 3 + len(tag))
     inside = [p for p, span in zip(pieces(tp), tp.spans, strict=True) if lora.start <= span.start < lora.end]
     assert "".join(text for _, text in inside) == tag
@@ -411,9 +456,7 @@ def check_tiling(tp: TokenizedPrompt) -> None:
     for span in tp.spans:
         assert span.start == position and span.end > span.start
         assert span.byte_start == byte_position
-        assert encoded[span.byte_start : span.byte_end] == text[span.start : span.end].encode(
-            "utf-8", "surrogatepass"
-        )
+        assert encoded[span.byte_start : span.byte_end] == text[span.start : span.end].encode("utf-8", "surrogatepass")
         position = span.end
         byte_position = span.byte_end
     assert position == len(text)

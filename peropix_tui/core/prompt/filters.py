@@ -89,9 +89,7 @@ class WordFilter:
         """Whether a plain tag (no emphasis syntax) is in the chosen categories (all when None)."""
         return normalize_tag(tag) in self._union(categories)
 
-    def apply(
-        self, text: str, dialect: Dialect = Dialect.NAI, categories: Iterable[str] | None = None
-    ) -> FilterResult:
+    def apply(self, text: str, dialect: Dialect = Dialect.NAI, categories: Iterable[str] | None = None) -> FilterResult:
         """Remove every tag listed in `categories` (all loaded ones when None) from the prompt.
 
         A removed tag goes with its separator; brackets that held only it go too; every other tag keeps its
@@ -148,8 +146,7 @@ def _written_words(tokenized: TokenizedPrompt, element: Element) -> str:
 def _check_category(name: str) -> str:
     if not _CATEGORY_RE.fullmatch(name):
         raise FilterError(
-            f"bad filter category name {name!r}: use lowercase letters, digits, '-' and '_' "
-            "(the file is <name>.txt)"
+            f"bad filter category name {name!r}: use lowercase letters, digits, '-' and '_' (the file is <name>.txt)"
         )
     return name
 

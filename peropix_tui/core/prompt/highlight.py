@@ -26,7 +26,8 @@ def line_highlights(
 
     `name` is the span kind's value (a `SpanKind`, which is a `str`). With `bracket_levels` > 0, matched
     brackets are named `"bracket.open.N"` / `"bracket.close.N"` with N = (depth - 1) % bracket_levels, so a
-    theme can colour nesting levels in turn.
+    theme can colour nesting levels in turn. Leaving plain words unstyled (`skip={SPACE, TEXT}`) saves most of
+    the work, since they are most of any prompt.
     """
     text = tokenized.text
     result: list[tuple[int, int, int, str]] = []

@@ -29,9 +29,7 @@ from peropix_tui.core.prompt.tokens import TokenizedPrompt
 _OPENER_TEXT = frozenset({"{", "[", "("})
 
 
-def element_words(
-    tokenized: TokenizedPrompt, element: Element, *, keep_loras: bool, paired: set[int]
-) -> Iterable[int]:
+def element_words(tokenized: TokenizedPrompt, element: Element, *, keep_loras: bool, paired: set[int]) -> Iterable[int]:
     """Span indices that deleting the element as a tag removes: words, escapes, whitespace, stray closers
     (and LoRA tags unless `keep_loras`). Brackets paired with anything are left to the pair clean-up."""
     kinds = tokenized.kinds
@@ -76,9 +74,7 @@ def rewrite(tokenized: TokenizedPrompt, deleted: bytearray) -> str:
         # Kept: whatever still has words, and untouched syntax-only elements (`|:0.5`); whitespace-only
         # elements go, so no doubled separators are left behind.
         if not words_left and not (untouched and not element.empty):
-            residue.extend(
-                i for i in range(element.first, element.stop) if not deleted[i] and _role(tokenized, i) != 0
-            )
+            residue.extend(i for i in range(element.first, element.stop) if not deleted[i] and _role(tokenized, i) != 0)
             continue
         closers, openers = _split_residue(tokenized, residue)
         if previous < 0:
@@ -137,9 +133,7 @@ def _split_residue(tokenized: TokenizedPrompt, residue: list[int]) -> tuple[list
     return residue[:cut], residue[cut:]
 
 
-def _gap(
-    tokenized: TokenizedPrompt, elements: list[Element], before: int, after: int, deleted: bytearray
-) -> str:
+def _gap(tokenized: TokenizedPrompt, elements: list[Element], before: int, after: int, deleted: bytearray) -> str:
     """The one separator kept between two surviving elements, and the spacing around it."""
     candidates = [elements[i].separator for i in range(before, after)]
     alive = [i for i in candidates if not deleted[i]] or candidates

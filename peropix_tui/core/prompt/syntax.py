@@ -64,9 +64,7 @@ LORA_KINDS = frozenset(
 )
 SEPARATOR_KINDS = frozenset({SpanKind.COMMA, SpanKind.PIPE, SpanKind.BREAK})
 OPENER_KINDS = frozenset({SpanKind.OPEN, SpanKind.WEIGHT_PREFIX})
-CLOSER_KINDS = frozenset(
-    {SpanKind.CLOSE, SpanKind.SECTION_CLOSE, SpanKind.WEIGHT_SUFFIX, SpanKind.PART_WEIGHT}
-)
+CLOSER_KINDS = frozenset({SpanKind.CLOSE, SpanKind.SECTION_CLOSE, SpanKind.WEIGHT_SUFFIX, SpanKind.PART_WEIGHT})
 WORD_KINDS = frozenset({SpanKind.TEXT, SpanKind.ESCAPE})
 # Spans that carry meaning of their own; a tag without any of them is empty.
 CONTENT_KINDS = WORD_KINDS | LORA_KINDS

@@ -74,9 +74,7 @@ def normalize_commas_nai(text: str) -> str:
     return _COMMA_RULE.sub(", ", text)
 
 
-def normalize_prompt(
-    text: str, *, underscores: UnderscoreMode = "keep", dialect: Dialect = Dialect.NAI
-) -> str:
+def normalize_prompt(text: str, *, underscores: UnderscoreMode = "keep", dialect: Dialect = Dialect.NAI) -> str:
     """Tidy a prompt: tags trimmed, whitespace runs inside tags collapsed to one space, empty tags dropped,
     tags rejoined with ", " (" | " and " BREAK " where those separated them).
 

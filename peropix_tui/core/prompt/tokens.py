@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+from bisect import bisect_left, bisect_right
 
 from peropix_tui.core.prompt.syntax import (
     LORA_KINDS,
@@ -85,6 +86,8 @@ _SD_SCAN = _scan_table(_SD_PATTERN)
 _WEIGHT_RE = re.compile(rf"[+-]?{_NUM}")
 _INT_RE = re.compile(r"\d+")
 
+_NON_ASCII = re.compile(r"[^\x00-\x7f]+")
+
 _NAI_STEP = 1.05
 _SD_STEP = 1.1
 _CLOSER_FOR = {"}": "{", "]": "[", ")": "("}
@@ -117,9 +120,7 @@ class TokenizedPrompt:
         self,
         text: str,
         dialect: Dialect,
-        columns: tuple[
-            tuple[SpanKind, ...], tuple[int, ...], tuple[int, ...], tuple[float, ...], tuple[int, ...]
-        ],
+        columns: tuple[tuple[SpanKind, ...], tuple[int, ...], tuple[int, ...], tuple[float, ...], tuple[int, ...]],
         diagnostics: list[Diagnostic],
         loras: list[LoraRef],
         pairs: list[BracketPair],
@@ -289,12 +290,7 @@ class _Scanner:
 
     def text_run(self, start: int, end: int) -> None:
         kinds = self.kinds
-        if (
-            kinds
-            and kinds[-1] is SpanKind.TEXT
-            and self.marks[-1] == self.mark
-            and self.depths[-1] == len(self.stack)
-        ):
+        if kinds and kinds[-1] is SpanKind.TEXT and self.marks[-1] == self.mark and self.depths[-1] == len(self.stack):
             self.ends[-1] = end
         else:
             self.emit(SpanKind.TEXT, start, end)
@@ -479,18 +475,28 @@ def _lora_value(value: str, position: int, at: int, values: dict[str, str]) -> s
 
 
 def _byte_offsets(text: str, ends: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """UTF-8 offsets; lone surrogates count as the 3 bytes `surrogatepass` gives them, so nothing raises."""
-    if not ends:
-        return (), ()
+    """UTF-8 offsets of the span boundaries, in bulk between non-ASCII runs (where the offset is the character
+    offset plus a constant); lone surrogates count as the 3 bytes `surrogatepass` gives them."""
     byte_ends: list[int] = []
-    position = 0
-    previous = 0
-    for end in ends:
-        piece = text[previous:end]
-        position += len(piece) if piece.isascii() else len(piece.encode("utf-8", "surrogatepass"))
-        byte_ends.append(position)
-        previous = end
-    return (0, *byte_ends[:-1]), tuple(byte_ends)
+    extra = 0  # bytes beyond one per character so far
+    done = 0  # boundaries converted
+    for run in _NON_ASCII.finditer(text):
+        run_start, run_end = run.span()
+        cut = bisect_right(ends, run_start, done)
+        byte_ends.extend([end + extra for end in ends[done:cut]])
+        done = bisect_left(ends, run_end, cut)
+        position = run_start
+        for end in ends[cut:done]:  # boundaries inside the run
+            extra += _extra_bytes(text, position, end)
+            position = end
+            byte_ends.append(end + extra)
+        extra += _extra_bytes(text, position, run_end)
+    byte_ends.extend([end + extra for end in ends[done:]])
+    return (0, *byte_ends[:-1]) if byte_ends else (), tuple(byte_ends)
+
+
+def _extra_bytes(text: str, start: int, end: int) -> int:
+    return len(text[start:end].encode("utf-8", "surrogatepass")) - (end - start)
 
 
 _STRIPPED_KINDS = LORA_KINDS | {

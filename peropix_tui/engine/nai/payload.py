@@ -37,7 +37,7 @@ from peropix_tui.engine.nai.models import (
     position_center,
     same_encoding_family,
 )
-from peropix_tui.engine.nai.presets import UC_PRESET_NUMBER, compose_prompts, dataset_prefix
+from peropix_tui.engine.nai.presets import UC_PRESET_NUMBER, compose_prompts, dataset_prefix, uc_preset_text
 from peropix_tui.engine.types import (
     GRID,
     Action,
@@ -171,6 +171,8 @@ def check_request(request: GenerationRequest) -> ModelSpec:
         raise RequestError("variety", f"Variety+ is not offered by {spec.label}")
     if request.dataset is not None:
         dataset_prefix(spec.id, request.dataset)
+    if request.uc_preset is not None:
+        uc_preset_text(spec.id, request.uc_preset)
     characters = enabled_characters(request)
     if characters and spec.max_characters == 0:
         raise RequestError("characters", f"{spec.label} has no character prompts; write them in the prompt")

@@ -231,30 +231,28 @@ def apply_quality_tags(prompt: str, model: str | Family) -> str:
     return _join(prompt, preset.tags)
 
 
-def _strip_quality(prompt: str, preset: QualityPreset) -> str | None:
-    for tags in sorted(preset.all_texts, key=len, reverse=True):
-        if prompt == tags:
-            return ""
-        if preset.prepend:
-            if prompt.startswith(tags + SEPARATOR):
-                return prompt[len(tags) + len(SEPARATOR) :]
-            continue
-        if preset.text_marker is not None:
-            for inserted in (SEPARATOR + tags + ".", tags + "."):
-                at = prompt.find(inserted + preset.text_marker)
-                if at >= 0 and (inserted.startswith(SEPARATOR) or at == 0):
-                    return prompt[:at] + prompt[at + len(inserted) :]
-        if prompt.endswith(SEPARATOR + tags):
-            return prompt[: -len(SEPARATOR + tags)]
+def _strip_quality(prompt: str, tags: str, preset: QualityPreset) -> str | None:
+    if prompt == tags:
+        return ""
+    if preset.prepend:
+        return prompt[len(tags) + len(SEPARATOR) :] if prompt.startswith(tags + SEPARATOR) else None
+    if preset.text_marker is not None:
+        for inserted in (SEPARATOR + tags + ".", tags + "."):
+            at = prompt.find(inserted + preset.text_marker)
+            if at >= 0 and (inserted.startswith(SEPARATOR) or at == 0):
+                return prompt[:at] + prompt[at + len(inserted) :]
+    if prompt.endswith(SEPARATOR + tags):
+        return prompt[: -len(SEPARATOR + tags)]
     return None
 
 
 def strip_quality_tags(prompt: str, model: str | Family | None = None) -> tuple[str, bool]:
     """`prompt` without quality tags (any known variant; every model's when `model` is None) and whether
-    some were found."""
+    some were found. The longest matching text wins, so a variant that extends another is removed whole."""
     presets: Iterable[QualityPreset] = QUALITY.values() if model is None else (QUALITY[_family(model)],)
-    for preset in presets:
-        stripped = _strip_quality(prompt, preset)
+    candidates = [(tags, preset) for preset in presets for tags in preset.all_texts]
+    for tags, preset in sorted(candidates, key=lambda pair: len(pair[0]), reverse=True):
+        stripped = _strip_quality(prompt, tags, preset)
         if stripped is not None:
             return stripped, True
     return prompt, False
@@ -298,14 +296,17 @@ def strip_uc_preset(negative: str, model: str | Family | None = None, prompt: st
     """`negative` without the preset text it starts with, and which preset that was (None when none).
 
     Only the exact text `apply_uc_preset` would produce for this positive prompt is recognised, so
-    re-applying the result gives back the same negative byte for byte.
+    re-applying the result gives back the same negative byte for byte. The longest match wins (Human Focus
+    extends Heavy).
     """
     families: Iterable[Family] = UC_PRESETS if model is None else (_family(model),)
     nsfw = _has_nsfw(prompt)
     candidates: list[tuple[str, UcPreset]] = []
     for family in families:
-        pairs = [*((text, preset) for preset, text in UC_PRESETS[family].items())]
+        pairs = [(text, preset) for preset, text in UC_PRESETS[family].items()]
         pairs += [(text, preset) for preset, text in UC_VARIANTS.get(family, ())]
+        # "None" means different text per model (V3's is "lowres"): without the model it says nothing.
+        pairs = [(text, preset) for text, preset in pairs if model is not None or preset is not UcPreset.NONE]
         candidates += [(_without_nsfw(text) if nsfw else text, preset) for text, preset in pairs]
     for text, preset in sorted(candidates, key=lambda pair: len(pair[0]), reverse=True):
         if not text:
