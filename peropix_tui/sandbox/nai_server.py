@@ -85,6 +85,7 @@ class RecordedRequest:
     path: str
     query: dict[str, list[str]]
     headers: dict[str, str]
+    """Header names in lower case; the Authorization value is replaced by `<redacted>`."""
     body: Any
     """The parsed JSON body, or None when there was none or it was not JSON."""
     body_size: int
@@ -372,7 +373,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._control(path, body)
                 return
             headers = {
-                key: ("<redacted>" if key.lower() == "authorization" else value) for key, value in self.headers.items()
+                key.lower(): ("<redacted>" if key.lower() == "authorization" else value)
+                for key, value in self.headers.items()
             }
             self._entry = RecordedRequest(self.command, path, parse_qs(query), headers, body, len(raw))
             self.sandbox.record(self._entry)
