@@ -145,7 +145,3 @@ class FaultPlan:
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
-
-    def pending(self) -> list[tuple[Fault, int | None]]:
-        with self._lock:
-            return [(entry.fault, entry.remaining) for entry in self._entries]

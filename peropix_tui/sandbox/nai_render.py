@@ -95,8 +95,8 @@ def _field(job: GenerateJob, index: int) -> Floats:
         canvas = _blend(canvas, np.clip(colour, 0, 1), weight.astype(np.float32))
     for character in job.characters:
         cx, cy = character.center[0] * aspect_x, character.center[1] * aspect_y
-        colour = palette(character.prompt)[3]
-        weight = np.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / (2 * 0.09**2)) * 0.8
+        colour = palette(character.prompt)[2]
+        weight = np.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / (2 * 0.08**2)) * 0.85
         canvas = _blend(canvas, colour, weight.astype(np.float32))
     wave = _digest("wave", job.prompt)
     frequency = 3 + wave[0] % 9
@@ -120,7 +120,7 @@ def _decorate(image: Image.Image, job: GenerateJob, index: int) -> None:
     for character in job.characters:
         x, y = character.center[0] * job.width, character.center[1] * job.height
         r = 0.07 * side
-        colour = tuple(int(c * 255) for c in palette(character.prompt)[2])
+        colour = tuple(int(c * 255) for c in palette(character.prompt)[3])
         draw.ellipse((x - r, y - r, x + r, y + r), outline=colour, width=ring)
 
 

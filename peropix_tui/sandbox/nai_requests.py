@@ -171,7 +171,6 @@ class Character:
 class GenerateJob:
     """An accepted generation request, with the values the renderer, the pricer and the metadata need."""
 
-    body: Mapping[str, Any]
     params: Mapping[str, Any]
     model: str
     spec: ModelSpec
@@ -242,7 +241,8 @@ def _center(entry: Mapping[str, Any], where: str) -> tuple[float, float]:
     first = centers[0]
     if not isinstance(first, Mapping):
         raise ApiError.validation(f"{where}.centers[0] must be an object with x and y")
-    return _number(first, "x", 0.0, 1.0), _number(first, "y", 0.0, 1.0)
+    x = _number_value(first.get("x"), f"{where}.centers[0].x", 0.0, 1.0)
+    return x, _number_value(first.get("y"), f"{where}.centers[0].y", 0.0, 1.0)
 
 
 def _characters(params: Mapping[str, Any], prompt: str, negative: str | None, spec: ModelSpec) -> list[Character]:
@@ -412,7 +412,6 @@ def parse_generate(body: Mapping[str, Any], *, streaming: bool) -> GenerateJob:
         if stream not in STREAM_KINDS:
             raise ApiError.validation(f"stream {stream!r} doesn't exist (msgpack or sse)")
     return GenerateJob(
-        body=body,
         params=params,
         model=model,
         spec=spec,

@@ -61,6 +61,8 @@ log = logging.getLogger(__name__)
 
 MAX_BODY: Final = 64 * 1024 * 1024
 LOG_LIMIT: Final = 1000
+LOG_BYTES: Final = 256 * 1024 * 1024
+"""Request bodies kept in the log at most; the oldest entries go first (the newest always stays)."""
 IDLE_TIMEOUT_S: Final = 30.0
 POLL_INTERVAL_S: Final = 0.05
 CONTROL_PREFIX: Final = "/_sandbox/"
@@ -109,37 +111,47 @@ def loopback_host(host: str) -> str:
 
 
 class _Server(ThreadingHTTPServer):
-    """Remembers its open connections so `stop()` can close idle keep-alive ones and join every thread."""
+    """One daemon thread per connection, each remembered with its socket, so `close()` can end idle
+    keep-alive connections and join every thread (daemon threads keep a forgotten sandbox from blocking
+    interpreter exit)."""
 
     daemon_threads = True
 
     def __init__(self, address: tuple[str, int], sandbox: NaiSandbox) -> None:
         self.sandbox = sandbox
-        self._live: set[socket.socket] = set()
-        self._live_lock = threading.Lock()
+        self._connections: dict[threading.Thread, socket.socket] = {}
+        self._connections_lock = threading.Lock()
         super().__init__(address, _Handler)
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        with self._live_lock:
-            self._live.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._live_lock:
-            self._live.discard(request)
-        super().shutdown_request(request)
+        thread = threading.Thread(
+            target=self.process_request_thread,
+            args=(request, client_address),
+            name="nai-sandbox-connection",
+            daemon=True,
+        )
+        with self._connections_lock:
+            for finished in [t for t in self._connections if not t.is_alive()]:
+                del self._connections[finished]
+            self._connections[thread] = request
+        thread.start()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         log.debug("sandbox connection from %s ended with an error", client_address, exc_info=True)
 
-    def close_connections(self) -> None:
-        with self._live_lock:
-            live = list(self._live)
-        for sock in live:
+    def close(self) -> None:
+        """Close the listening socket and every connection, then wait for their threads."""
+        self.server_close()
+        with self._connections_lock:
+            connections = dict(self._connections)
+            self._connections.clear()
+        for sock in connections.values():
             try:
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 log.debug("sandbox connection already closed")
+        for thread in connections:
+            thread.join()
 
 
 class _Server6(_Server):
@@ -158,6 +170,7 @@ class NaiSandbox:
         accounts: Mapping[str, SandboxAccount] | None = None,
         delay_s: float = 0.0,
         log_limit: int = LOG_LIMIT,
+        log_bytes: int = LOG_BYTES,
         on_request: Callable[[RecordedRequest], None] | None = None,
     ) -> None:
         self.host = loopback_host(host)
@@ -170,6 +183,9 @@ class NaiSandbox:
         self.faults = FaultPlan()
         self.on_request = on_request
         self._log: deque[RecordedRequest] = deque(maxlen=log_limit)
+        self._log_bytes = 0
+        self._log_bytes_limit = log_bytes
+        self._log_lock = threading.Lock()
         self._accounts_lock = threading.Lock()
         self._busy: set[str] = set()
         self._busy_lock = threading.Lock()
@@ -203,14 +219,13 @@ class NaiSandbox:
             return
         self._stopping.set()
         server.shutdown()
-        server.close_connections()
-        server.server_close()
+        server.close()
         thread.join()
         self._server = self._thread = None
         log.info("NovelAI sandbox stopped")
 
     def __enter__(self) -> NaiSandbox:
-        return self.start()
+        return self if self.running else self.start()
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -238,10 +253,13 @@ class NaiSandbox:
     @property
     def requests(self) -> list[RecordedRequest]:
         """The requests received so far (control requests excluded), oldest first."""
-        return list(self._log)
+        with self._log_lock:
+            return list(self._log)
 
     def clear_requests(self) -> None:
-        self._log.clear()
+        with self._log_lock:
+            self._log.clear()
+            self._log_bytes = 0
 
     def inject(self, fault: Fault, times: int | None = 1) -> None:
         """Queue `fault` for the next `times` matching requests (None: until `clear_faults`)."""
@@ -274,7 +292,13 @@ class NaiSandbox:
             self._stopping.wait(seconds)
 
     def record(self, entry: RecordedRequest) -> None:
-        self._log.append(entry)
+        with self._log_lock:
+            if len(self._log) == self._log.maxlen:
+                self._log_bytes -= self._log[0].body_size
+            self._log.append(entry)
+            self._log_bytes += entry.body_size
+            while self._log_bytes > self._log_bytes_limit and len(self._log) > 1:
+                self._log_bytes -= self._log.popleft().body_size
 
     def announce(self, entry: RecordedRequest) -> None:
         if self.on_request is not None:
@@ -322,6 +346,8 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "peropix-sandbox"
     timeout = IDLE_TIMEOUT_S
     server: _Server
+    _entry: RecordedRequest | None = None
+    _started = False
 
     # --- plumbing --------------------------------------------------------------------------------------------
 
@@ -361,33 +387,45 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self) -> None:
         path, _, query = self.path.partition("?")
-        self._entry: RecordedRequest | None = None
+        self._entry = None
+        self._started = False
         try:
-            try:
-                raw = self._read_body()
-            except ApiError as exc:
-                self._send_json(exc.status, exc.body())
-                return
-            body = self._parse(raw)
-            if path.startswith(CONTROL_PREFIX):
-                self._control(path, body)
-                return
-            headers = {
-                key.lower(): ("<redacted>" if key.lower() == "authorization" else value)
-                for key, value in self.headers.items()
-            }
-            self._entry = RecordedRequest(self.command, path, parse_qs(query), headers, body, len(raw))
-            self.sandbox.record(self._entry)
-            try:
-                self._route(path, raw, body)
-            except ApiError as exc:
-                self._send_json(exc.status, exc.body())
-            if self._entry is not None:
-                self.sandbox.announce(self._entry)
+            self._answer(path, query)
         except OSError:
             # The client went away (a timeout on its side, a test closing early): nothing left to answer.
             log.debug("sandbox client disconnected during %s %s", self.command, path)
             self.close_connection = True
+        except Exception as exc:
+            log.exception("sandbox failed on %s %s", self.command, path)
+            self.close_connection = True
+            if not self._started:
+                self._send_json(500, {"statusCode": 500, "message": f"Sandbox error: {exc}"})
+        self._announce()
+
+    def _announce(self) -> None:
+        if self._entry is not None:
+            self.sandbox.announce(self._entry)
+
+    def _answer(self, path: str, query: str) -> None:
+        try:
+            raw = self._read_body()
+        except ApiError as exc:
+            self._send_json(exc.status, exc.body())
+            return
+        body = self._parse(raw)
+        if path.startswith(CONTROL_PREFIX):
+            self._control(path, body)
+            return
+        headers = {
+            key.lower(): ("<redacted>" if key.lower() == "authorization" else value)
+            for key, value in self.headers.items()
+        }
+        self._entry = RecordedRequest(self.command, path, parse_qs(query), headers, body, len(raw))
+        self.sandbox.record(self._entry)
+        try:
+            self._route(path, raw, body)
+        except ApiError as exc:
+            self._send_json(exc.status, exc.body())
 
     @staticmethod
     def _parse(raw: bytes) -> Any:
@@ -412,6 +450,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.close_connection:
             self.send_header("Connection", "close")
         self.end_headers()
+        self._started = True
         if self._entry is not None:
             self._entry.status = status
 
@@ -503,8 +542,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, archive, ZIP_TYPE)
 
     def _stream(self, job: GenerateJob, token: str, cost: int) -> None:
+        assert job.stream is not None  # parse_generate sets it for the stream endpoint
         frame = nai_stream.msgpack_frame if job.stream == "msgpack" else nai_stream.sse_frame
-        assert job.stream is not None
         fault = self.sandbox.faults.take(STREAM_PATH, {FaultKind.STREAM_ERROR})
         if fault is not None:
             self._note(fault)

@@ -14,19 +14,22 @@ from textual.widgets import DataTable, Static
 
 TERMINAL_HINTS = """\
 Terminal tips
-  tmux: set -sg escape-time 10 (Escape feels instant); set -g allow-passthrough on (kitty images through tmux);
-        set -g set-clipboard on (copy prompt/seed via OSC 52); set -ga terminal-features ',*:RGB' (true colour).
-  Sixel in tmux needs tmux >= 3.4 built with sixel support. Without graphics, previews use half-cell blocks.
-  Over slow SSH, raise ESCDELAY (milliseconds) if Escape sequences arrive split.
-  --no-mouse leaves mouse selection to the terminal; Shift (or Option on macOS) selects text in most terminals.
-  NO_COLOR=1 turns colours off; meaning never depends on colour alone."""
+• tmux: set -sg escape-time 10 — Escape reacts at once
+• tmux: set -g allow-passthrough on — kitty images inside tmux
+• tmux: set -g set-clipboard on — copy prompt/seed (OSC 52)
+• tmux: set -ga terminal-features ',*:RGB' — true colour
+• sixel inside tmux needs tmux ≥ 3.4 built with sixel
+• without graphics, previews use half-cell blocks
+• slow SSH: raise ESCDELAY (ms) if keys arrive split
+• --no-mouse leaves the mouse to the terminal
+• NO_COLOR=1 turns colours off"""
 
 
 def _owner(node: DOMNode) -> str:
     if isinstance(node, Screen):
         return "screen"
     if node is node.app:
-        return "everywhere"
+        return "global"
     return node.id or type(node).__name__
 
 

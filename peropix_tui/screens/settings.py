@@ -82,6 +82,7 @@ class SettingsScreen(Screen[None]):
                     yield Input(
                         placeholder=self.secrets.describe(name),
                         password=True,
+                        compact=True,
                         id=f"secret-{name}",
                         classes="settings-input",
                     )
@@ -99,15 +100,20 @@ class SettingsScreen(Screen[None]):
             return Switch(value=bool(value), id=fid, classes="settings-input")
         if get_origin(tp) is Literal:
             options = [(str(a), str(a)) for a in get_args(tp)]
-            return Select(options, value=str(value), allow_blank=False, id=fid, classes="settings-input")
+            return Select(options, value=str(value), allow_blank=False, compact=True, id=fid, classes="settings-input")
         if key == "ui.theme":
             themes = sorted(self.app.available_themes)
             if value not in themes:
                 themes.append(str(value))
             return Select(
-                [(t, t) for t in themes], value=str(value), allow_blank=False, id=fid, classes="settings-input"
+                [(t, t) for t in themes],
+                value=str(value),
+                allow_blank=False,
+                compact=True,
+                id=fid,
+                classes="settings-input",
             )
-        return Input(_as_text(value), id=fid, classes="settings-input")
+        return Input(_as_text(value), compact=True, id=fid, classes="settings-input")
 
     def _read_field(self, key: str) -> Any:
         widget = self.query_one("#" + _field_id(key))

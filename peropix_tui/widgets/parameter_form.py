@@ -50,9 +50,10 @@ class FormError(PeropixError):
 
 class ParameterForm(VerticalScroll):
     DEFAULT_CSS = """
-    ParameterForm { width: 44; padding: 0 1; border-left: vkey $primary; }
-    ParameterForm .param-row { height: auto; }
-    ParameterForm .param-label { width: 12; padding-top: 1; color: $text-muted; }
+    ParameterForm { width: 40; padding: 0 1; border-left: vkey $primary; }
+    ParameterForm .param-row { height: auto; margin-bottom: 1; }
+    ParameterForm .param-label { width: 12; color: $text-muted; }
+    ParameterForm Switch { width: auto; }
     ParameterForm Input, ParameterForm Select { width: 1fr; }
     ParameterForm #param-size-custom { height: auto; }
     ParameterForm #param-size-custom.-hidden { display: none; }
@@ -61,26 +62,26 @@ class ParameterForm(VerticalScroll):
 
     def compose(self) -> ComposeResult:
         models = [(spec.label, spec.id) for spec in MODELS.values() if not spec.legacy]
-        yield from self._row("Model", Select(models, value=DEFAULT_MODEL, allow_blank=False, id="param-model"))
+        yield from self._row("Model", Select(models, value=DEFAULT_MODEL, allow_blank=False, compact=True, id="param-model"))
         sizes = [(p.label, p.label) for p in SIZE_PRESETS] + [("Custom…", CUSTOM)]
-        yield from self._row("Size", Select(sizes, value=SIZE_PRESETS[0].label, allow_blank=False, id="param-size"))
+        yield from self._row("Size", Select(sizes, value=SIZE_PRESETS[0].label, allow_blank=False, compact=True, id="param-size"))
         with Horizontal(id="param-size-custom", classes="param-row -hidden"):
-            yield Input("832", id="param-width", type="integer", max_length=5)
+            yield Input("832", compact=True, id="param-width", type="integer", max_length=5)
             yield Label("×", classes="param-times")
-            yield Input("1216", id="param-height", type="integer", max_length=5)
-        yield from self._row("Steps", Input("28", id="param-steps", type="integer", max_length=3))
-        yield from self._row("Guidance", Input("5", id="param-scale", type="number", max_length=6))
-        yield from self._row("Rescale", Input("0", id="param-rescale", type="number", max_length=6))
+            yield Input("1216", compact=True, id="param-height", type="integer", max_length=5)
+        yield from self._row("Steps", Input("28", compact=True, id="param-steps", type="integer", max_length=3))
+        yield from self._row("Guidance", Input("5", compact=True, id="param-scale", type="number", max_length=6))
+        yield from self._row("Rescale", Input("0", compact=True, id="param-rescale", type="number", max_length=6))
         spec = model_spec(DEFAULT_MODEL)
         samplers = [(s, s) for s in spec.samplers]
         schedules = [(s, s) for s in spec.schedules]
-        yield from self._row("Sampler", Select(samplers, value=spec.samplers[0], allow_blank=False, id="param-sampler"))
+        yield from self._row("Sampler", Select(samplers, value=spec.samplers[0], allow_blank=False, compact=True, id="param-sampler"))
         yield from self._row(
             "Schedule",
-            Select(schedules, value=self._default_schedule(spec.schedules), allow_blank=False, id="param-schedule"),
+            Select(schedules, value=self._default_schedule(spec.schedules), allow_blank=False, compact=True, id="param-schedule"),
         )
-        yield from self._row("Seed", Input("", placeholder="random", id="param-seed", type="integer", max_length=10))
-        yield from self._row("Images", Input("1", id="param-n", type="integer", max_length=1))
+        yield from self._row("Seed", Input("", placeholder="random", compact=True, id="param-seed", type="integer", max_length=10))
+        yield from self._row("Images", Input("1", compact=True, id="param-n", type="integer", max_length=1))
         yield from self._row("Variety+", Switch(False, id="param-variety"))
         yield from self._row("Quality tags", Switch(True, id="param-quality"))
         yield Label("", id="param-error", markup=False)

@@ -70,10 +70,10 @@ class TokenStats:
         return chunk_count(self.clip_tokens)
 
     def describe(self) -> str:
-        budget = "over budget" if self.nai_tokens > NAI_TOKEN_BUDGET else "budget"
+        over = " over!" if self.nai_tokens > NAI_TOKEN_BUDGET else ""
         return (
-            f"CLIP {self.clip_tokens} tokens · {self.chunks} × {CHUNK} chunk{'s' if self.chunks > 1 else ''}"
-            f"   NovelAI ≈{self.nai_tokens}/{NAI_TOKEN_BUDGET} {budget}"
+            f"CLIP {self.clip_tokens} tok · {self.chunks}×{CHUNK}"
+            f" │ NovelAI ≈{self.nai_tokens}/{NAI_TOKEN_BUDGET}{over}"
         )
 
 

@@ -88,7 +88,7 @@ async def test_token_counts_follow_typing() -> None:
         await pilot.pause()
         field = app.query_one(PromptField)
         assert field.stats is not None and field.stats.clip_tokens == 5
-        assert "CLIP 5 tokens · 1 × 75 chunk" in str(app.query_one(".prompt-status").render())
+        assert "CLIP 5 tok · 1×75 │ NovelAI ≈5/512" in str(app.query_one(".prompt-status").render())
 
 
 async def test_tab_completes_lora_names_and_tags() -> None:

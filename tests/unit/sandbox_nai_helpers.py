@@ -85,7 +85,8 @@ def body(
                 "caption": {
                     "base_caption": prompt,
                     "char_captions": [
-                        {"char_caption": text, "centers": c} for (text, _x, _y), c in zip(characters, centers, strict=True)
+                        {"char_caption": text, "centers": c}
+                        for (text, _x, _y), c in zip(characters, centers, strict=True)
                     ],
                 },
                 "use_coords": use_coords,

@@ -18,9 +18,10 @@ from typing import Any
 
 import httpx
 import pytest
-from sandbox_nai_helpers import V45, b64, body, jpeg_bytes, msgpack_events, png_bytes
+from sandbox_nai_helpers import V45, b64, body, jpeg_bytes, msgpack_events, png_bytes, sse_events
 
 from peropix_tui.commands import sandbox_cmd
+from peropix_tui.core.errors import PeropixError
 from peropix_tui.sandbox.nai_accounts import SANDBOX_OPUS_TOKEN, SANDBOX_TOKEN, SandboxAccount
 from peropix_tui.sandbox.nai_faults import (
     ENCODE_PATH,
@@ -87,11 +88,11 @@ def test_subscription_reports_tier_and_balance(client: httpx.Client, sandbox: Na
 
 def _set(path: str, value: Any) -> Any:
     def change(request: dict[str, Any]) -> None:
-        node = request
-        keys = path.split(".")
-        for key in keys[:-1]:
-            node = node[int(key)] if isinstance(node, list) else node[key]
-        node[keys[-1]] = value
+        node: Any = request
+        *parents, last = path.split(".")
+        for key in parents:
+            node = node[key]
+        node[last] = value
 
     return change
 
@@ -159,7 +160,9 @@ VALIDATION_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("change", "fragment"), [c[1:] for c in VALIDATION_CASES], ids=[c[0] for c in VALIDATION_CASES])
+@pytest.mark.parametrize(
+    ("change", "fragment"), [c[1:] for c in VALIDATION_CASES], ids=[c[0] for c in VALIDATION_CASES]
+)
 def test_validation_errors_are_400_with_novelai_messages(
     client: httpx.Client, sandbox: NaiSandbox, change: Any, fragment: str
 ) -> None:
@@ -241,7 +244,9 @@ def test_encode_vibe_charges_two_anlas_and_is_deterministic(client: httpx.Client
 
 @pytest.mark.parametrize("model", ["nai-diffusion-3", "nai-diffusion-5-full", "nai-diffusion-7"])
 def test_encode_vibe_refuses_models_without_encodings(client: httpx.Client, model: str) -> None:
-    response = client.post(ENCODE_PATH, json={"image": b64(png_bytes(64, 64)), "information_extracted": 1, "model": model})
+    response = client.post(
+        ENCODE_PATH, json={"image": b64(png_bytes(64, 64)), "information_extracted": 1, "model": model}
+    )
     assert response.status_code == 400
 
 
@@ -342,7 +347,9 @@ def test_fail_next_then_succeed_and_the_log_counts_tries(client: httpx.Client, s
 
 
 @pytest.mark.parametrize(("status", "message"), [(500, "Internal server error"), (502, "Bad gateway")])
-def test_status_faults_carry_the_error_body(client: httpx.Client, sandbox: NaiSandbox, status: int, message: str) -> None:
+def test_status_faults_carry_the_error_body(
+    client: httpx.Client, sandbox: NaiSandbox, status: int, message: str
+) -> None:
     sandbox.inject(Fault(FaultKind.STATUS, status=status))
     assert error_of(client.post(GENERATE_PATH, json=body())) == (status, message)
 
@@ -402,14 +409,27 @@ def test_delay_fault_makes_the_client_time_out(client: httpx.Client, sandbox: Na
     assert time.monotonic() - started < 1.0
 
 
-def test_mid_stream_error_frame_and_no_charge(client: httpx.Client, sandbox: NaiSandbox) -> None:
+@pytest.mark.parametrize("kind", ["msgpack", "sse"])
+def test_mid_stream_error_frame_and_no_charge(client: httpx.Client, sandbox: NaiSandbox, kind: str) -> None:
     sandbox.inject(Fault(FaultKind.STREAM_ERROR, after_frames=3, message="CUDA out of memory"))
     request = body(steps=10)
+    request["parameters"]["stream"] = kind
+    response = client.post(STREAM_PATH, json=request)
+    if kind == "msgpack":
+        events = msgpack_events(response.content)
+    else:
+        events = [data for _name, data in sse_events(response.text)]
+    assert [e["event_type"] for e in events] == ["intermediate"] * 3 + ["error"]
+    assert (events[-1]["message"], events[-1]["code"]) == ("CUDA out of memory", 500)
+    assert sandbox.account(SANDBOX_TOKEN).charged == []
+
+
+def test_stream_error_after_every_preview_replaces_the_final_frame(client: httpx.Client, sandbox: NaiSandbox) -> None:
+    sandbox.inject(Fault(FaultKind.STREAM_ERROR, after_frames=99))
+    request = body(steps=4)
     request["parameters"]["stream"] = "msgpack"
     events = msgpack_events(client.post(STREAM_PATH, json=request).content)
-    assert [e["event_type"] for e in events] == ["intermediate"] * 3 + ["error"]
-    assert events[-1]["message"] == "CUDA out of memory"
-    assert sandbox.account(SANDBOX_TOKEN).charged == []
+    assert [e["event_type"] for e in events] == ["intermediate"] * 4 + ["error"]
 
 
 def test_control_endpoint_injects_faults_and_lists_requests(client: httpx.Client, sandbox: NaiSandbox) -> None:
@@ -450,6 +470,18 @@ def test_request_log_keeps_headers_without_the_token(client: httpx.Client, sandb
     assert SANDBOX_TOKEN not in repr(entry)
 
 
+def test_request_log_is_bounded_in_entries_and_bytes() -> None:
+    with NaiSandbox(log_limit=3) as sandbox, httpx.Client(base_url=sandbox.base_url, headers=AUTH) as http:
+        for seed in range(1, 6):
+            http.post(GENERATE_PATH, json=body(seed=seed))
+        assert [entry.body["parameters"]["seed"] for entry in sandbox.requests] == [3, 4, 5]
+    size = len(httpx.Request("POST", "http://x", json=body()).content)
+    with NaiSandbox(log_bytes=size * 2) as sandbox, httpx.Client(base_url=sandbox.base_url, headers=AUTH) as http:
+        for seed in range(1, 6):
+            http.post(GENERATE_PATH, json=body(seed=seed))
+        assert [entry.body["parameters"]["seed"] for entry in sandbox.requests] == [4, 5]
+
+
 def test_correlation_id_is_echoed(client: httpx.Client) -> None:
     response = client.post(GENERATE_PATH, json=body(steps=0), headers={"x-correlation-id": "Zz99Yy"})
     assert response.headers["x-correlation-id"] == "Zz99Yy"
@@ -468,12 +500,12 @@ def test_stop_closes_keep_alive_connections_joins_threads_and_frees_the_port() -
     sandbox.stop()
     assert time.monotonic() - started < 2
     assert threading.active_count() == before
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", port))
     with pytest.raises(httpx.TransportError):
         http.get(SUBSCRIPTION_PATH)
     http.close()
     sandbox.stop()  # a second stop is harmless
+    with NaiSandbox(port=port) as again:  # the port is free for the next sandbox
+        assert httpx.get(again.base_url + SUBSCRIPTION_PATH, headers=AUTH).status_code == 200
 
 
 def test_stop_interrupts_a_long_generation() -> None:
@@ -537,9 +569,9 @@ def _args(**values: Any) -> argparse.Namespace:
 def test_command_refuses_bad_options() -> None:
     with pytest.raises(SandboxError, match="loopback"):
         sandbox_cmd._run(_args(host="0.0.0.0"))
-    with pytest.raises(sandbox_cmd.PeropixError, match="--balance"):
+    with pytest.raises(PeropixError, match="--balance"):
         sandbox_cmd._run(_args(balance=-1))
-    with pytest.raises(sandbox_cmd.PeropixError, match="--token"):
+    with pytest.raises(PeropixError, match="--token"):
         sandbox_cmd._run(_args(token="two words"))
 
 
@@ -561,7 +593,7 @@ def test_command_serves_until_interrupted() -> None:
     )
     try:
         assert process.stdout is not None
-        lines = []
+        lines: list[str] = []
         while not lines or "PEROPIX_NAI_BASE_URL=" not in lines[-1]:
             line = process.stdout.readline()
             assert line, "the command ended before printing its settings"
@@ -588,4 +620,3 @@ def test_env_line() -> None:
     assert sandbox_cmd.env_line("http://127.0.0.1:5", "pst-x") == (
         "PEROPIX_NAI_BASE_URL=http://127.0.0.1:5 PEROPIX_NAI_ACCOUNT_URL=http://127.0.0.1:5 PEROPIX_NAI_TOKEN=pst-x"
     )
-
