@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from textual import work
 from textual.app import ComposeResult
@@ -14,11 +14,12 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header
 
 from peropix_tui.core.errors import PeropixError
-from peropix_tui.core.lora_library import LoraScanner
 from peropix_tui.core.vocabulary import Candidate, Vocabulary
-from peropix_tui.engine.types import GenerationRequest
 from peropix_tui.widgets.parameter_form import ParameterForm
 from peropix_tui.widgets.prompt_editor import PromptEditor, PromptField
+
+if TYPE_CHECKING:
+    from peropix_tui.engine.types import GenerationRequest
 
 
 class GenerateScreen(Screen[None]):
@@ -50,6 +51,8 @@ class GenerateScreen(Screen[None]):
 
     @work(thread=True, exclusive=True, group="vocabulary", exit_on_error=False)
     def _load_vocabulary(self, folders: list[Path]) -> None:
+        from peropix_tui.core.lora_library import LoraScanner
+
         names: list[Candidate] = []
         for batch in LoraScanner(folders).batches():
             for entry in batch:

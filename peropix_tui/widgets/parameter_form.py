@@ -50,22 +50,31 @@ class FormError(PeropixError):
 
 class ParameterForm(VerticalScroll):
     DEFAULT_CSS = """
-    ParameterForm { width: 40; padding: 0 1; border-left: vkey $primary; }
-    ParameterForm .param-row { height: auto; margin-bottom: 1; }
-    ParameterForm .param-label { width: 12; color: $text-muted; }
+    ParameterForm {
+        width: 40; padding: 0 1; border-left: vkey $primary;
+        layout: grid; grid-size: 2; grid-columns: 12 1fr; grid-rows: auto; grid-gutter: 1 0;
+    }
+    ParameterForm .param-label { color: $text-muted; }
     ParameterForm Switch { width: auto; }
     ParameterForm Input, ParameterForm Select { width: 1fr; }
-    ParameterForm #param-size-custom { height: auto; }
-    ParameterForm #param-size-custom.-hidden { display: none; }
-    ParameterForm #param-error { color: $error; height: auto; }
+    ParameterForm #param-size-custom { height: 1; }
+    ParameterForm #param-size-custom Input { width: 1fr; }
+    ParameterForm #param-size-custom .param-times { width: 3; content-align: center middle; }
+    ParameterForm .-hidden { display: none; }
+    ParameterForm #param-error { color: $error; height: auto; column-span: 2; }
     """
 
     def compose(self) -> ComposeResult:
         models = [(spec.label, spec.id) for spec in MODELS.values() if not spec.legacy]
-        yield from self._row("Model", Select(models, value=DEFAULT_MODEL, allow_blank=False, compact=True, id="param-model"))
+        yield from self._row(
+            "Model", Select(models, value=DEFAULT_MODEL, allow_blank=False, compact=True, id="param-model")
+        )
         sizes = [(p.label, p.label) for p in SIZE_PRESETS] + [("Custom…", CUSTOM)]
-        yield from self._row("Size", Select(sizes, value=SIZE_PRESETS[0].label, allow_blank=False, compact=True, id="param-size"))
-        with Horizontal(id="param-size-custom", classes="param-row -hidden"):
+        yield from self._row(
+            "Size", Select(sizes, value=SIZE_PRESETS[0].label, allow_blank=False, compact=True, id="param-size")
+        )
+        yield Label("W × H", id="param-size-label", classes="param-label -hidden")
+        with Horizontal(id="param-size-custom", classes="-hidden"):
             yield Input("832", compact=True, id="param-width", type="integer", max_length=5)
             yield Label("×", classes="param-times")
             yield Input("1216", compact=True, id="param-height", type="integer", max_length=5)
@@ -75,12 +84,22 @@ class ParameterForm(VerticalScroll):
         spec = model_spec(DEFAULT_MODEL)
         samplers = [(s, s) for s in spec.samplers]
         schedules = [(s, s) for s in spec.schedules]
-        yield from self._row("Sampler", Select(samplers, value=spec.samplers[0], allow_blank=False, compact=True, id="param-sampler"))
+        yield from self._row(
+            "Sampler", Select(samplers, value=spec.samplers[0], allow_blank=False, compact=True, id="param-sampler")
+        )
         yield from self._row(
             "Schedule",
-            Select(schedules, value=self._default_schedule(spec.schedules), allow_blank=False, compact=True, id="param-schedule"),
+            Select(
+                schedules,
+                value=self._default_schedule(spec.schedules),
+                allow_blank=False,
+                compact=True,
+                id="param-schedule",
+            ),
         )
-        yield from self._row("Seed", Input("", placeholder="random", compact=True, id="param-seed", type="integer", max_length=10))
+        yield from self._row(
+            "Seed", Input("", placeholder="random", compact=True, id="param-seed", type="integer", max_length=10)
+        )
         yield from self._row("Images", Input("1", compact=True, id="param-n", type="integer", max_length=1))
         yield from self._row("Variety+", Switch(False, id="param-variety"))
         yield from self._row("Quality tags", Switch(True, id="param-quality"))
@@ -91,9 +110,8 @@ class ParameterForm(VerticalScroll):
         return "karras" if "karras" in schedules else schedules[0]
 
     def _row(self, label: str, widget: Any) -> ComposeResult:
-        with Horizontal(classes="param-row"):
-            yield Label(label, classes="param-label")
-            yield widget
+        yield Label(label, classes="param-label")
+        yield widget
 
     def on_mount(self) -> None:
         self._model_changed(DEFAULT_MODEL)
@@ -116,8 +134,8 @@ class ParameterForm(VerticalScroll):
 
     @on(Select.Changed, "#param-size")
     def _on_size(self, event: Select.Changed) -> None:
-        custom = self.query_one("#param-size-custom")
-        custom.set_class(event.value != CUSTOM, "-hidden")
+        for widget in self.query("#param-size-custom, #param-size-label"):
+            widget.set_class(event.value != CUSTOM, "-hidden")
         for preset in SIZE_PRESETS:
             if preset.label == event.value:
                 self.query_one("#param-width", Input).value = str(preset.width)

@@ -22,11 +22,11 @@ from textual.timer import Timer
 from textual.widgets import Label, TextArea
 from textual.widgets.text_area import TextAreaTheme
 
-from peropix_tui.core.clip_tokenizer import CHUNK, chunk_count, clip_tokenizer
 from peropix_tui.core.prompt import Dialect, SpanKind, TokenizedPrompt, line_highlights, tokenize, weighted_chunks
 from peropix_tui.core.vocabulary import Candidate, Vocabulary
 
 NAI_TOKEN_BUDGET = 512
+CLIP_CHUNK = 75
 BRACKET_LEVELS = 4
 THEME_NAME = "peropix-prompt"
 
@@ -63,16 +63,13 @@ _TAG_BOUNDARY = re.compile(r"(?:[,|{}\[\]()<>]|::|-?\d+(?:\.\d+)?::)\s*")
 @dataclass(frozen=True, slots=True)
 class TokenStats:
     clip_tokens: int
+    chunks: int
     nai_tokens: int
-
-    @property
-    def chunks(self) -> int:
-        return chunk_count(self.clip_tokens)
 
     def describe(self) -> str:
         over = " over!" if self.nai_tokens > NAI_TOKEN_BUDGET else ""
         return (
-            f"CLIP {self.clip_tokens} tok · {self.chunks}×{CHUNK}"
+            f"CLIP {self.clip_tokens} tok · {self.chunks}×{CLIP_CHUNK}"
             f" │ NovelAI ≈{self.nai_tokens}/{NAI_TOKEN_BUDGET}{over}"
         )
 
@@ -227,12 +224,15 @@ class PromptField(Vertical):
 
     @work(thread=True, exclusive=True, group="token-count", exit_on_error=False)
     def _count_worker(self, tokenized: TokenizedPrompt) -> None:
-        tokenizer = clip_tokenizer()
+        # The vocabulary takes ~0.2 s to build, so it is loaded here, off the UI thread, on first use.
+        from peropix_tui.core.clip_tokenizer import CHUNK, chunk_count, clip_tokenizer
+
+        assert CHUNK == CLIP_CHUNK
         text = " ".join(piece for piece, _ in weighted_chunks(tokenized))
-        clip = tokenizer.count(text)
+        clip = clip_tokenizer().count(text)
         # NovelAI counts with its own (T5) vocabulary after stripping weights; CLIP's BPE is a close stand-in,
         # hence the "≈" in the status line.
-        self.app.call_from_thread(setattr, self, "stats", TokenStats(clip, clip))
+        self.app.call_from_thread(setattr, self, "stats", TokenStats(clip, chunk_count(clip), clip))
 
     def watch_stats(self) -> None:
         self._update_status()
