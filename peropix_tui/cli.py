@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from peropix_tui import __version__
-from peropix_tui.commands import config_cmd, meta
+from peropix_tui.commands import config_cmd, meta, sandbox_cmd
 from peropix_tui.core.errors import PeropixError
 from peropix_tui.core.logs import setup_logging
 from peropix_tui.core.paths import AppDirs
@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     meta.register(sub)
     config_cmd.register(sub)
+    sandbox_cmd.register(sub)
     return parser
 
 

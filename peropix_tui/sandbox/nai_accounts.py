@@ -21,6 +21,7 @@ SCROLL_TIER: Final = 2
 OPUS_TIER: Final = 3
 # 2100-01-01: the sandbox subscription never runs out during a session.
 EXPIRES_AT: Final = 4_102_444_800
+CHARGES_KEPT: Final = 1000
 
 
 @dataclass(slots=True)
@@ -35,7 +36,7 @@ class SandboxAccount:
     usage_exhausted: bool = False
     """The Opus usage allowance is spent (`usage.isNegative`): V5 images are no longer free."""
     charged: list[int] = field(default_factory=list)
-    """Every charge made, in order, so a test can tell what each request cost."""
+    """The latest charges (up to `CHARGES_KEPT`), oldest first, so a test can tell what each request cost."""
 
     @property
     def balance(self) -> int:
@@ -51,6 +52,7 @@ class SandboxAccount:
         self.fixed_anlas -= from_fixed
         self.purchased_anlas -= amount - from_fixed
         self.charged.append(amount)
+        del self.charged[:-CHARGES_KEPT]
 
     def subscription(self) -> dict[str, Any]:
         """The `/user/subscription` body for this account."""

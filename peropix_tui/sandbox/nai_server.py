@@ -79,6 +79,10 @@ class SandboxError(PeropixError):
     """The sandbox cannot start: an address that is not loopback, or a port already taken."""
 
 
+class ControlError(ValueError):
+    """A control-endpoint request that cannot be carried out (answered with 400)."""
+
+
 @dataclass(slots=True)
 class RecordedRequest:
     """One request as the server received it; the Authorization value is never kept."""
@@ -628,12 +632,12 @@ class _Handler(BaseHTTPRequestHandler):
             elif action == ("POST", "delay"):
                 delay = (body or {}).get("delay_s") if isinstance(body, dict) else None
                 if isinstance(delay, bool) or not isinstance(delay, int | float) or not 0 <= delay <= 600:
-                    raise FaultError("delay_s must be a number of seconds between 0 and 600")
+                    raise ControlError("delay_s must be a number of seconds between 0 and 600")
                 sandbox.delay_s = float(delay)
             else:
                 self._send_json(404, {"statusCode": 404, "message": f"no control action {self.command} {path}"})
                 return
-        except FaultError as exc:
+        except (FaultError, ControlError) as exc:
             self._send_json(400, {"statusCode": 400, "message": str(exc)})
             return
         self._send_json(200, {"ok": True})
@@ -641,16 +645,16 @@ class _Handler(BaseHTTPRequestHandler):
     def _set_account(self, body: Mapping[str, Any]) -> None:
         token = body.get("token")
         if not isinstance(token, str) or not token or any(c.isspace() for c in token):
-            raise FaultError("token must be a non-empty string without spaces")
+            raise ControlError("token must be a non-empty string without spaces")
         values: dict[str, Any] = {}
         for key in ("tier", "fixed_anlas", "purchased_anlas"):
             value = body.get(key, 0 if key != "tier" else 2)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise FaultError(f"{key} must be a non-negative integer")
+                raise ControlError(f"{key} must be a non-negative integer")
             values[key] = value
         for key in ("active", "usage_exhausted"):
             value = body.get(key, key == "active")
             if not isinstance(value, bool):
-                raise FaultError(f"{key} must be true or false")
+                raise ControlError(f"{key} must be true or false")
             values[key] = value
         self.sandbox.set_account(token, SandboxAccount(**values))

@@ -231,6 +231,16 @@ def test_opus_gets_one_small_image_free(client: httpx.Client, sandbox: NaiSandbo
     assert sandbox.account(SANDBOX_OPUS_TOKEN).charged == [0, 20, 30, 20]
 
 
+def test_v5_is_free_for_opus_only_while_the_usage_allowance_lasts(client: httpx.Client, sandbox: NaiSandbox) -> None:
+    opus = {"Authorization": f"Bearer {SANDBOX_OPUS_TOKEN}"}
+    v5 = body(model="nai-diffusion-5-full", width=832, height=1216)
+    assert client.post(GENERATE_PATH, json=v5, headers=opus).status_code == 200
+    sandbox.account(SANDBOX_OPUS_TOKEN).usage_exhausted = True
+    assert client.get(SUBSCRIPTION_PATH, headers=opus).json()["usage"]["isNegative"] is True
+    assert client.post(GENERATE_PATH, json=v5, headers=opus).status_code == 200
+    assert sandbox.account(SANDBOX_OPUS_TOKEN).charged == [0, 30]  # V5 costs 1.5 times the V4.5 price
+
+
 def test_encode_vibe_charges_two_anlas_and_is_deterministic(client: httpx.Client, sandbox: NaiSandbox) -> None:
     image = b64(png_bytes(64, 64))
     first = client.post(ENCODE_PATH, json={"image": image, "information_extracted": 1, "model": V45})

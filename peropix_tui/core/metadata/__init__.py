@@ -18,7 +18,13 @@ from peropix_tui.core.metadata.model import (
     to_nai_comment,
 )
 from peropix_tui.core.metadata.reader import read_metadata
-from peropix_tui.core.metadata.writer import StripResult, nai_fields, strip_metadata, write_metadata
+from peropix_tui.core.metadata.writer import (
+    StripResult,
+    add_peropix_fields,
+    nai_fields,
+    strip_metadata,
+    write_metadata,
+)
 
 __all__ = [
     "A1111Parameters",
@@ -26,6 +32,7 @@ __all__ = [
     "ImageMetadata",
     "MetadataError",
     "StripResult",
+    "add_peropix_fields",
     "format_parameters",
     "from_a1111",
     "from_nai_comment",

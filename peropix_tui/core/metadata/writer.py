@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from PIL import Image
 
@@ -22,11 +24,16 @@ from peropix_tui.core.metadata.containers import (
 )
 from peropix_tui.core.metadata.errors import MetadataError
 from peropix_tui.core.metadata.exif import orientation_only
-from peropix_tui.core.metadata.model import ImageMetadata, to_nai_comment
+from peropix_tui.core.metadata.jsonutil import loads_object
+from peropix_tui.core.metadata.model import PEROPIX_KEY, ImageMetadata, to_nai_comment
 from peropix_tui.core.metadata.nai_models import source_for
 from peropix_tui.core.metadata.pngchunks import (
+    TEXT_TYPES,
     Chunk,
     build_png,
+    chunk_label,
+    decode_text_chunk,
+    encode_text_chunk,
     filter_chunks,
     read_all_chunks,
     replace_text_chunks,
@@ -107,6 +114,40 @@ def write_metadata(png_bytes: bytes, meta: ImageMetadata, *, stealth: bool) -> b
     dropped = {b"PLTE", b"tRNS", b"sBIT"} | (set() if rgb_family else {b"iCCP", b"bKGD"})
     kept = [c for c in chunks if c.type not in dropped]
     return replace_text_chunks(build_png(_with_new_pixels(kept, marked)), texts)
+
+
+def add_peropix_fields(png_bytes: bytes, fields: Mapping[str, Any]) -> bytes:
+    """`png_bytes` with `fields` merged into the `peropix` object of its Comment JSON, pixels untouched.
+
+    Every chunk but Comment is copied byte for byte. When the Comment has no `peropix` object yet, the object is
+    spliced in before its closing brace, so the text the server wrote is kept verbatim around it; otherwise the
+    Comment is re-serialised with the merged object. A PNG without a Comment gets one holding only `peropix`.
+    """
+    try:
+        addition = json.dumps(dict(fields), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise MetadataError(f"app fields cannot be written as JSON: {exc}") from exc
+    chunks = read_all_chunks(png_bytes)
+    for index, chunk in enumerate(chunks):
+        if chunk.type not in TEXT_TYPES or chunk_label(chunk) != "Comment":
+            continue
+        text = decode_text_chunk(chunk)[0].text
+        comment = loads_object(text)
+        if comment is None:
+            raise MetadataError("the Comment chunk is not a JSON object; app fields not added")
+        if PEROPIX_KEY in comment:
+            old = comment[PEROPIX_KEY]
+            comment[PEROPIX_KEY] = {**(old if isinstance(old, dict) else {}), **fields}
+            merged = json.dumps(comment, allow_nan=False)
+        else:
+            end = text.rstrip().rfind("}")
+            separator = ", " if comment else ""
+            merged = f'{text[:end]}{separator}"{PEROPIX_KEY}": {addition}{text[end:]}'
+        chunks[index] = encode_text_chunk("Comment", merged)
+        return build_png(chunks)
+    after_texts = max((i for i, c in enumerate(chunks) if c.type in TEXT_TYPES), default=0) + 1
+    chunks.insert(after_texts, encode_text_chunk("Comment", f'{{"{PEROPIX_KEY}": {addition}}}'))
+    return build_png(chunks)
 
 
 @dataclass(slots=True)
