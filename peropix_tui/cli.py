@@ -16,6 +16,7 @@ from peropix_tui.commands import config_cmd, meta, sandbox_cmd
 from peropix_tui.core.errors import PeropixError
 from peropix_tui.core.logs import setup_logging
 from peropix_tui.core.paths import AppDirs
+from peropix_tui.core.redact import ScrubbingStream
 
 log = logging.getLogger("peropix_tui.cli")
 
@@ -41,11 +42,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     dirs = AppDirs.from_env()
     setup_logging(dirs.log_file, level=logging.DEBUG if args.verbose else logging.INFO, stderr=args.verbose)
-    try:
-        if args.command is None:
-            from peropix_tui.app import run_app
+    if args.command is None:
+        from peropix_tui.app import run_app
 
-            return run_app(dirs, mouse=not args.no_mouse)
+        return run_app(dirs, mouse=not args.no_mouse)
+    # Headless output may echo what a user typed (a URL with ?token=…, a pasted prompt): scrub all of it.
+    out, err = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = ScrubbingStream(out), ScrubbingStream(err)
+    try:
         func = getattr(args, "func", None)
         if func is None:
             parser.parse_args([*(argv or sys.argv[1:]), "--help"])
@@ -60,6 +64,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.warning("interrupted")
         print("peropix: interrupted", file=sys.stderr)
         return 130
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        sys.stdout, sys.stderr = out, err
 
 
 if __name__ == "__main__":

@@ -7,9 +7,11 @@ process has loaded so the logging filter can scrub them from any message, includ
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 import threading
+from typing import TextIO
 
 _PREFIX = re.compile(r"^[A-Za-z]{2,5}[-_]")
 _BEARER = re.compile(r"(?i)(bearer\s+)([^\s'\",]+)")
@@ -54,6 +56,31 @@ SECRETS = SecretRegistry()
 def scrub(text: str) -> str:
     """Replace every known secret (and any bearer or `?token=` value) in `text` by its redacted stub."""
     return SECRETS.scrub(text)
+
+
+class ScrubbingStream(io.TextIOBase):
+    """A text stream that scrubs secrets from everything written through it (stdout/stderr of commands)."""
+
+    def __init__(self, inner: TextIO) -> None:
+        super().__init__()
+        self._inner = inner
+
+    def write(self, text: str) -> int:
+        self._inner.write(scrub(text))
+        return len(text)
+
+    def flush(self) -> None:
+        self._inner.flush()
+
+    def isatty(self) -> bool:
+        return self._inner.isatty()
+
+    def fileno(self) -> int:
+        return self._inner.fileno()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return self._inner.encoding
 
 
 class RedactingFilter(logging.Filter):
