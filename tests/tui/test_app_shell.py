@@ -149,3 +149,20 @@ async def test_quit_without_jobs_exits_at_once() -> None:
         await pilot.press("ctrl+q")
         await settle(pilot)
         assert not app.is_running
+
+
+async def test_every_screen_survives_resizing_down_to_80x24() -> None:
+    app = PeropixApp(image_widget="halfcell")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        for key in ("f2", "f3", "f4", "f6", "f7"):
+            await pilot.press(key)
+            await settle(pilot)
+            for size in ((80, 24), (200, 60), (80, 24)):
+                await pilot.resize_terminal(*size)
+                await settle(pilot, 0.1)
+                assert app.screen.size == size
+                # the footer (and with it every global key's label) is still on screen
+                footer = app.screen.query_one("Footer")
+                assert footer.region.bottom == size[1]
+        assert app.is_running
