@@ -19,6 +19,7 @@ from peropix_tui.widgets.parameter_form import ParameterForm
 from peropix_tui.widgets.prompt_editor import PromptEditor, PromptField
 
 if TYPE_CHECKING:
+    from peropix_tui.core.danbooru import TagStyle
     from peropix_tui.engine.types import GenerationRequest
 
 
@@ -47,18 +48,23 @@ class GenerateScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.query_one("#prompt-editor", PromptEditor).focus()
-        self._load_vocabulary([Path(p) for p in self.app.config.settings.paths.lora_dirs])  # type: ignore[attr-defined]
+        settings = self.app.config.settings  # type: ignore[attr-defined]
+        style: TagStyle = "underscores" if settings.ui.underscores == "underscores" else "spaces"
+        self._load_vocabulary([Path(p) for p in settings.paths.lora_dirs], style)
 
     @work(thread=True, exclusive=True, group="vocabulary", exit_on_error=False)
-    def _load_vocabulary(self, folders: list[Path]) -> None:
+    def _load_vocabulary(self, folders: list[Path], style: TagStyle) -> None:
+        from peropix_tui.core.danbooru import danbooru_vocabulary
         from peropix_tui.core.lora_library import LoraScanner
 
         names: list[Candidate] = []
         for batch in LoraScanner(folders).batches():
             for entry in batch:
                 if entry.error is None:
-                    names.extend(Candidate(n, "lora") for n in {entry.stem, entry.tag_name})
-        self.post_message(self.VocabularyLoaded(Vocabulary(names)))
+                    names.extend(Candidate(n, "lora", detail="LoRA file") for n in {entry.stem, entry.tag_name})
+        loras = Vocabulary(names)
+        self.post_message(self.VocabularyLoaded(loras))  # LoRA names first: they are quick to read
+        self.post_message(self.VocabularyLoaded(loras.merged(danbooru_vocabulary(style))))
 
     def on_generate_screen_vocabulary_loaded(self, event: GenerateScreen.VocabularyLoaded) -> None:
         for editor in self.query(PromptEditor):

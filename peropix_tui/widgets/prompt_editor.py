@@ -23,7 +23,7 @@ from textual.widgets import Label, TextArea
 from textual.widgets.text_area import TextAreaTheme
 
 from peropix_tui.core.prompt import Dialect, SpanKind, TokenizedPrompt, line_highlights, tokenize, weighted_chunks
-from peropix_tui.core.vocabulary import Candidate, Vocabulary
+from peropix_tui.core.vocabulary import Candidate, Vocabulary, fold
 
 NAI_TOKEN_BUDGET = 512
 CLIP_CHUNK = 75
@@ -95,6 +95,14 @@ class PromptEditor(TextArea):
 
     dialect: reactive[Dialect] = reactive(Dialect.NAI)
 
+    class CompletionChanged(Message):
+        """The candidate Tab would insert now (None when there is none)."""
+
+        def __init__(self, editor: PromptEditor, candidate: Candidate | None) -> None:
+            super().__init__()
+            self.editor = editor
+            self.candidate = candidate
+
     class Analysed(Message):
         """Posted after every rebuild so a screen can show diagnostics."""
 
@@ -154,16 +162,25 @@ class PromptEditor(TextArea):
             kind, prefix = context
             self._prefix = prefix
             self._candidates = [
-                c for c in self.vocabulary.complete(prefix, kind=kind, limit=8) if len(c.text) > len(prefix)
+                c for c in self.vocabulary.complete(prefix, kind=kind, limit=8) if fold(c.text) != fold(prefix)
             ]
         self._show_candidate()
 
-    def _show_candidate(self) -> None:
+    @property
+    def candidate(self) -> Candidate | None:
         if not self._candidates:
+            return None
+        return self._candidates[self._candidate_index % len(self._candidates)]
+
+    def _show_candidate(self) -> None:
+        candidate = self.candidate
+        # Ghost text only when the candidate continues what was typed; an alias (`boobs` → `breasts`) is offered
+        # in the status line instead, and Tab replaces the typed word.
+        if candidate is not None and fold(candidate.text).startswith(fold(self._prefix)):
+            self.suggestion = candidate.text[len(self._prefix) :]
+        else:
             self.suggestion = ""
-            return
-        candidate = self._candidates[self._candidate_index % len(self._candidates)]
-        self.suggestion = candidate.text[len(self._prefix) :]
+        self.post_message(self.CompletionChanged(self, candidate))
 
     def action_next_completion(self) -> None:
         if self._candidates:
@@ -171,10 +188,10 @@ class PromptEditor(TextArea):
             self._show_candidate()
 
     def action_accept_completion(self) -> None:
-        if not self._candidates or not self.suggestion:
+        candidate = self.candidate
+        if candidate is None:
             self.screen.focus_next()
             return
-        candidate = self._candidates[self._candidate_index % len(self._candidates)]
         row, column = self.cursor_location
         insert = candidate.text
         if candidate.kind == "lora" and not self.document.get_line(row)[column:].lstrip().startswith((":", ">")):
@@ -182,6 +199,7 @@ class PromptEditor(TextArea):
         self.replace(insert, (row, column - len(self._prefix)), (row, column))
         self._candidates = []
         self.suggestion = ""
+        self.post_message(self.CompletionChanged(self, None))
 
 
 class PromptField(Vertical):
@@ -196,6 +214,7 @@ class PromptField(Vertical):
     """
 
     stats: reactive[TokenStats | None] = reactive(None)
+    offered: reactive[Candidate | None] = reactive(None)
 
     def __init__(self, title: str, *, vocabulary: Vocabulary | None = None, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -234,11 +253,23 @@ class PromptField(Vertical):
         # hence the "≈" in the status line.
         self.app.call_from_thread(setattr, self, "stats", TokenStats(clip, chunk_count(clip), clip))
 
+    def on_prompt_editor_completion_changed(self, event: PromptEditor.CompletionChanged) -> None:
+        event.stop()
+        self.offered = event.candidate
+
     def watch_stats(self) -> None:
+        self._update_status()
+
+    def watch_offered(self) -> None:
         self._update_status()
 
     def _update_status(self) -> None:
         label = self.query_one(".prompt-status", Label)
+        if self.offered is not None:
+            detail = f" · {self.offered.detail}" if self.offered.detail else f" · {self.offered.kind}"
+            label.update(f"Tab → {self.offered.text}{detail}   (ctrl+n: next)")
+            label.remove_class("-problem")
+            return
         diagnostics = self.editor.tokenized.diagnostics
         if diagnostics:
             first = diagnostics[0]

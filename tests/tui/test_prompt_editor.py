@@ -140,3 +140,19 @@ async def test_generate_screen_checks_parameters() -> None:
         errors = [n.message for n in app._notifications if n.severity == "error"]
         assert errors and "cfg_rescale" in errors[-1]
         assert "cfg_rescale" in str(form.query_one("#param-error").render())
+
+
+async def test_alias_is_offered_in_the_status_line_and_tab_replaces_the_word() -> None:
+    vocab = Vocabulary([Candidate("breasts", "tag", 3_439_214, detail="general · 3,439,214", match="boobs")])
+    app = EditorApp(vocab)
+    async with app.run_test() as pilot:
+        editor = app.query_one(PromptEditor)
+        editor.focus()
+        await pilot.press(*"1girl, boo")
+        await pilot.pause()
+        assert editor.suggestion == ""  # "breasts" does not continue "boo": no ghost text
+        status = str(app.query_one(".prompt-status").render())
+        assert "Tab → breasts · general · 3,439,214" in status
+        await pilot.press("tab")
+        assert editor.text == "1girl, breasts"
+        assert editor.has_focus

@@ -54,6 +54,7 @@ def test_generate(snap_compare: Callable[..., bool]) -> None:
 def test_generate_with_prompt(snap_compare: Callable[..., bool]) -> None:
     async def typed(pilot: Pilot[object]) -> None:
         await pilot.pause(0.2)
+        await pilot.app.workers.wait_for_complete()  # the tag list is loaded, so completion is deterministic
         await pilot.press(*"1girl, {{silver hair}}, 1.5::night::, <lora:detail:0.8>, [blush")
         await pilot.pause(0.5)
         await pilot.app.workers.wait_for_complete()
