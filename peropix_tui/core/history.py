@@ -3,7 +3,7 @@
 Pages come newest first from an index, so the first page of 20,000 entries costs the same as of 20; deep pages
 walk the index only (the row is fetched for the 50 rows shown, not the ones skipped). The text filter uses an FTS5
 index over prompt, negative, character prompts, model and seed, or LIKE where SQLite lacks FTS5. One connection
-behind a lock serves every thread; file moves and copies happen outside it. A damaged database is set aside as
+behind a lock serves every thread; image copies and thumbnails are made outside it. A damaged database is set aside as
 `<name>.corrupt-<time>` and a fresh one started, and `recovered` says so: history is an index of the outputs
 folder, so `import_folder` can always rebuild it.
 """
@@ -24,13 +24,13 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, cast
 
-from PIL import Image, ImageOps, features
+from PIL import Image, ImageOps, UnidentifiedImageError, features
 
 from peropix_tui.core.atomicio import atomic_write_bytes, atomic_writer
 from peropix_tui.core.errors import DiskFullError, PeropixError
-from peropix_tui.core.metadata import CharacterPrompt, ImageMetadata, MetadataError, read_metadata, strip_metadata
+from peropix_tui.core.metadata import CharacterPrompt, ImageMetadata, read_metadata, strip_metadata
 from peropix_tui.core.metadata.reader import MAX_FILE_BYTES, MAX_SCAN_PIXELS, PILLOW_ERRORS
 
 log = logging.getLogger(__name__)
@@ -81,9 +81,7 @@ def _create_entries(conn: sqlite3.Connection) -> None:
     )
     conn.execute("CREATE INDEX entries_live ON entries (deleted, created DESC, id DESC)")
     conn.execute("CREATE INDEX entries_all ON entries (created DESC, id DESC)")
-    conn.execute(
-        "CREATE INDEX entries_favourite ON entries (created DESC, id DESC) WHERE favourite = 1 AND deleted = 0"
-    )
+    conn.execute("CREATE INDEX entries_favourite ON entries (favourite, deleted, created DESC, id DESC)")
     # Thumbnails live apart so that a page scan reads small rows, not kilobytes of image per entry.
     conn.execute(
         """CREATE TABLE thumbnails (
@@ -109,9 +107,9 @@ def _install_text_index(conn: sqlite3.Connection) -> None:
     columns = "prompt, negative, characters, model, seed"
     new = "new.prompt, new.negative, new.characters, new.model, new.seed"
     old = "old.prompt, old.negative, old.characters, old.model, old.seed"
-    conn.execute(
-        f"CREATE VIRTUAL TABLE IF NOT EXISTS entries_fts USING fts5({columns}, content='entries', content_rowid='id')"
-    )
+    # External content (the text stays in `entries` only); prefix indexes keep one- and two-letter searches fast.
+    options = "content='entries', content_rowid='id', prefix='1 2'"
+    conn.execute(f"CREATE VIRTUAL TABLE IF NOT EXISTS entries_fts USING fts5({columns}, {options})")
     insert = f"INSERT INTO entries_fts (rowid, {columns}) VALUES (new.id, {new});"
     delete = f"INSERT INTO entries_fts (entries_fts, rowid, {columns}) VALUES ('delete', old.id, {old});"
     conn.execute(f"CREATE TRIGGER IF NOT EXISTS entries_fts_insert AFTER INSERT ON entries BEGIN {insert} END")
@@ -199,27 +197,30 @@ def make_thumbnail(image_bytes: bytes, max_side: int = THUMBNAIL_SIDE) -> bytes:
             image.draft("RGB", (max_side, max_side))
             image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS, reducing_gap=3.0)
             small = ImageOps.exif_transpose(image)
+    except UnidentifiedImageError as exc:
+        raise HistoryError("cannot make a thumbnail: not a PNG, WebP or JPEG image") from exc
     except PILLOW_ERRORS as exc:
         raise HistoryError(f"cannot make a thumbnail: {exc}") from exc
     opaque = small.mode not in ("RGBA", "LA", "PA", "P") and "transparency" not in small.info
     if not opaque:
         small = small.convert("RGBA")
-        low, _high = small.getchannel("A").getextrema()  # type: ignore[misc]  # one band: (min, max)
+        low, _high = cast("tuple[int, int]", small.getchannel("A").getextrema())
         opaque = low >= 250  # NovelAI alpha is 254/255 noise, not transparency
     small = small.convert("RGB") if opaque else small
+    options: dict[str, Any] = {"quality": 75, "method": 4} if _THUMBNAIL_FORMAT == "WEBP" else {}
     buf = io.BytesIO()
-    if _THUMBNAIL_FORMAT == "WEBP":
-        small.save(buf, format="WEBP", quality=80, method=4)
-    else:
-        small.save(buf, format="PNG", optimize=False)
+    try:
+        small.save(buf, format=_THUMBNAIL_FORMAT, **options)
+    except PILLOW_ERRORS as exc:
+        raise HistoryError(f"cannot encode a thumbnail: {exc}") from exc
     return buf.getvalue()
 
 
 # --- records -------------------------------------------------------------------------------------------------
 
 _COLUMNS = (
-    "id, created, path, provider, model, seed, width, height, steps, cfg, sampler, prompt, negative, params, "
-    "favourite, deleted, trash_path"
+    "id, created, path, provider, model, seed, width, height, steps, cfg, sampler, prompt, negative, "
+    "favourite, deleted, trash_path, params"
 )
 
 
@@ -255,28 +256,25 @@ class Entry:
 
 
 def _entry(row: tuple[Any, ...]) -> Entry:
-    (id_, created, path, provider, model, seed, width, height, steps, cfg, sampler, prompt, negative, params) = row[
-        :14
-    ]
-    favourite, deleted, trash_path = row[14:]
+    trash_path = row[15]
     return Entry(
-        id_,
-        created,
-        Path(path),
-        provider,
-        model,
-        _seed_from_db(seed),
-        width,
-        height,
-        steps,
-        cfg,
-        sampler,
-        prompt,
-        negative,
-        bool(favourite),
-        bool(deleted),
+        row[0],
+        row[1],
+        Path(row[2]),
+        row[3],
+        row[4],
+        _seed_from_db(row[5]),
+        row[6],
+        row[7],
+        row[8],
+        row[9],
+        row[10],
+        row[11],
+        row[12],
+        bool(row[13]),
+        bool(row[14]),
         None if trash_path is None else Path(trash_path),
-        params,
+        row[16],
     )
 
 
@@ -298,7 +296,7 @@ class ImportReport:
 
 
 def _key(path: Path | str) -> str:
-    return os.path.abspath(path)
+    return str(Path(path).resolve())
 
 
 def _row(path: Path | str, meta: ImageMetadata, provider: str, created: float) -> tuple[Any, ...]:
@@ -336,10 +334,14 @@ def _like(term: str) -> str:
     return "%" + term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
-_LIKE_CLAUSE = "(" + " OR ".join(
-    f"{column} LIKE ? ESCAPE '\\'"
-    for column in ("e.prompt", "e.negative", "e.characters", "e.model", "CAST(e.seed AS TEXT)")
-) + ")"
+_LIKE_CLAUSE = (
+    "("
+    + " OR ".join(
+        f"{column} LIKE ? ESCAPE '\\'"
+        for column in ("e.prompt", "e.negative", "e.characters", "e.model", "CAST(e.seed AS TEXT)")
+    )
+    + ")"
+)
 
 
 # --- files ---------------------------------------------------------------------------------------------------
@@ -366,7 +368,7 @@ def _move_file(src: Path, dst: Path) -> None:
         raise HistoryError(f"cannot move {src.name} to {dst}: a file is already there")
     try:
         dst.parent.mkdir(parents=True, exist_ok=True)
-        os.rename(src, dst)
+        src.rename(dst)
     except OSError as exc:
         if exc.errno != errno.EXDEV:
             raise HistoryError(f"cannot move {src} to {dst}: {exc.strerror or exc}") from exc
@@ -425,10 +427,17 @@ class HistoryStore:
     def _open(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None, check_same_thread=False)
         try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise HistoryError(
+                    f"{self.path} was written by a newer peropix (schema {version}, this one knows "
+                    f"{SCHEMA_VERSION}); update peropix or move the file away"
+                )
+            # Only now that the file is known to be ours: switching to WAL rewrites its header.
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA foreign_keys = ON")
-            self._migrate(conn)
+            self._migrate(conn, version)
             self._fts = self._check_text_index(conn)
         except BaseException:
             conn.close()
@@ -441,13 +450,7 @@ class HistoryStore:
         except sqlite3.Error as exc:
             raise HistoryError(f"cannot create a new history database {self.path}: {exc}") from exc
 
-    def _migrate(self, conn: sqlite3.Connection) -> None:
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise HistoryError(
-                f"{self.path} was written by a newer peropix (schema {version}, this one knows {SCHEMA_VERSION}); "
-                "update peropix or move the file away"
-            )
+    def _migrate(self, conn: sqlite3.Connection, version: int) -> None:
         for step in range(version, SCHEMA_VERSION):
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -593,10 +596,12 @@ class HistoryStore:
         todo = [path for path in _image_files(root) if _key(path) not in known]
         batch: list[tuple[tuple[Any, ...], bytes | None]] = []
         for done, path in enumerate(todo, 1):
+            data = b""
             try:
                 created = path.stat().st_mtime
-                data = _read_image(path)
-                meta = read_metadata(data)
+                if thumbnails:
+                    data = _read_image(path)
+                meta = read_metadata(data or path)
             except (PeropixError, OSError) as exc:
                 reason = str(exc) if isinstance(exc, PeropixError) else exc.strerror or str(exc)
                 report.skipped.append((path, reason))
@@ -743,7 +748,9 @@ class HistoryStore:
                 _move_file(record.trashed, record.original)
             try:
                 self._update(
-                    "UPDATE entries SET deleted = 0, trash_path = NULL WHERE id = ?", (record.entry_id,), record.entry_id
+                    "UPDATE entries SET deleted = 0, trash_path = NULL WHERE id = ?",
+                    (record.entry_id,),
+                    record.entry_id,
                 )
             except BaseException:
                 if record.trashed is not None:
@@ -777,15 +784,15 @@ class HistoryStore:
         """Forget entries whose file is gone (trashed ones whose trash file is gone too); returns how many."""
         with self._read() as conn:
             rows = conn.execute("SELECT id, path, deleted, trash_path FROM entries").fetchall()
-        gone = [
-            (entry_id,)
-            for entry_id, path, deleted, trash_path in rows
-            if not os.path.exists(trash_path if deleted else path) if (trash_path if deleted else path) is not None
-        ]
-        gone += [(entry_id,) for entry_id, _path, deleted, trash_path in rows if deleted and trash_path is None]
+        gone: list[tuple[int, int]] = []
+        for entry_id, path, deleted, trash_path in rows:
+            where = trash_path if deleted else path
+            if where is None or not Path(where).exists():
+                gone.append((entry_id, deleted))
         with self._write() as conn:
-            conn.executemany("DELETE FROM entries WHERE id = ?", gone)
-        return len(gone)
+            # Only rows still as they were seen: one trashed or restored meanwhile has its file elsewhere now.
+            removed: int = conn.executemany("DELETE FROM entries WHERE id = ? AND deleted = ?", gone).rowcount
+        return removed
 
     # copies --------------------------------------------------------------------------------------------------
 
