@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -145,7 +145,7 @@ class MsgpackFrameDecoder:
             raise NaiResponseError(f"the stream ended inside a frame ({len(self._buffer)} bytes left over)")
 
 
-async def _bounded(chunks: AsyncIterator[bytes], limit: int) -> AsyncIterator[bytes]:
+async def _bounded(chunks: AsyncIterator[bytes], limit: int) -> AsyncGenerator[bytes, None]:
     total = 0
     async for chunk in chunks:
         total += len(chunk)
@@ -156,7 +156,7 @@ async def _bounded(chunks: AsyncIterator[bytes], limit: int) -> AsyncIterator[by
 
 async def msgpack_stream_events(
     chunks: AsyncIterator[bytes], *, limit: int = MAX_STREAM_BYTES
-) -> AsyncIterator[StreamEvent]:
+) -> AsyncGenerator[StreamEvent, None]:
     decoder = MsgpackFrameDecoder()
     async for chunk in _bounded(chunks, limit):
         for event in decoder.feed(chunk):
@@ -176,7 +176,9 @@ class _BoundedBody(httpx.AsyncByteStream):
             yield chunk
 
 
-async def sse_stream_events(response: httpx.Response, *, limit: int = MAX_STREAM_BYTES) -> AsyncIterator[StreamEvent]:
+async def sse_stream_events(
+    response: httpx.Response, *, limit: int = MAX_STREAM_BYTES
+) -> AsyncGenerator[StreamEvent, None]:
     """The events of a `text/event-stream` response; each `data` field is the event's JSON."""
     # The body is already decoded by the wrapper, so the stand-in response must not decode it again.
     headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() != "content-encoding"]

@@ -40,6 +40,7 @@ class VibeKey:
 
     @classmethod
     def of(cls, image: bytes, model: str, information_extracted: float, mask: bytes | None = None) -> VibeKey:
+        """The key of an encoding of `image` (with `mask`) for `model`'s family."""
         return cls.for_hash(sha256_hex(image), model, information_extracted, None if mask is None else sha256_hex(mask))
 
     @classmethod
@@ -82,9 +83,6 @@ class VibeCache:
         except OSError as exc:
             log.warning("vibe cache: cannot read %s: %s", path, exc.strerror or exc)
             return None
-
-    def __contains__(self, key: VibeKey) -> bool:
-        return self.path_for(key).is_file()
 
     def put(self, key: VibeKey, encoding: bytes) -> None:
         if not encoding or len(encoding) > MAX_ENCODING_BYTES:

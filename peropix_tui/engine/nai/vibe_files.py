@@ -17,7 +17,7 @@ import math
 import re
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final
@@ -28,7 +28,7 @@ from PIL import Image
 from peropix_tui.core.atomicio import atomic_write_bytes
 from peropix_tui.core.errors import PeropixError
 from peropix_tui.engine.nai.imageprep import open_image
-from peropix_tui.engine.nai.models import model_for_vibe_key, model_spec
+from peropix_tui.engine.nai.models import model_for_vibe_key, model_spec, same_encoding_family
 from peropix_tui.engine.types import RequestError, VibeRef
 
 VIBE_IDENTIFIER: Final = "novelai-vibe-transfer"
@@ -57,6 +57,11 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def params_key(params: Mapping[str, Any]) -> str:
+    """A key for new encodings' parameters; reading never depends on the key, only on `params`."""
+    return sha256_hex(orjson.dumps(dict(params), option=orjson.OPT_SORT_KEYS))
+
+
 def is_sha256_hex(text: str) -> bool:
     return _SHA256_HEX.fullmatch(text) is not None
 
@@ -67,10 +72,10 @@ class VibeEncoding:
 
     model_key: str
     """The file's model key, such as "v4-5full"."""
+    params_key: str
+    """The key the encoding is stored under for its parameters (opaque in the web's files)."""
     data: bytes
-    params: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({"information_extracted": 1}))
-    params_key: str = ""
-    """The web's opaque key for these parameters; derived from `params` when empty."""
+    params: Mapping[str, Any]
 
     @property
     def model(self) -> str | None:
@@ -81,10 +86,6 @@ class VibeEncoding:
     def information_extracted(self) -> float:
         value = self.params.get("information_extracted", 1)
         return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 1.0
-
-    @property
-    def key(self) -> str:
-        return self.params_key or sha256_hex(orjson.dumps(dict(self.params), option=orjson.OPT_SORT_KEYS))
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +126,10 @@ class VibeFile:
     ) -> VibeRef:
         """A request's vibe from this file: its encoding for `model` when it has one, else its image (to be
         encoded), with the file's own strength and information extracted unless given."""
-        info = information_extracted if information_extracted is not None else self.import_information_extracted
+        info = information_extracted
+        # The file's own information extracted belongs to the model it was last used with.
+        if info is None and self.import_model is not None and same_encoding_family(self.import_model, model):
+            info = self.import_information_extracted
         entry = self.encoding_for(model, info)
         # An encoding made with another information-extracted value is not what was asked for: with the
         # image at hand it is encoded afresh; an encoding-only file can only offer what it holds.
@@ -184,8 +188,8 @@ def _encodings(raw: object, where: str) -> tuple[VibeEncoding, ...]:
     for model_key, entries in raw.items():
         if not isinstance(entries, dict):
             raise VibeFileError(f"{where}: encodings.{model_key} must be an object")
-        for params_key, entry in entries.items():
-            at = f"encodings.{model_key}.{params_key}"
+        for key, entry in entries.items():
+            at = f"encodings.{model_key}.{key}"
             if not isinstance(entry, dict):
                 raise VibeFileError(f"{where}: {at} must be an object")
             data = _b64decode(entry.get("encoding"), f"{at}.encoding", where)
@@ -195,7 +199,7 @@ def _encodings(raw: object, where: str) -> tuple[VibeEncoding, ...]:
             if not isinstance(params, dict):
                 raise VibeFileError(f"{where}: {at}.params must be an object")
             _number(params.get("information_extracted"), f"{at}.params.information_extracted", where, 0.0, 1.0)
-            found.append(VibeEncoding(model_key, data, MappingProxyType(dict(params)), params_key))
+            found.append(VibeEncoding(model_key, key, data, MappingProxyType(dict(params))))
     return tuple(found)
 
 
@@ -310,7 +314,8 @@ def make_vibe_file(
         if spec.vibe_file_key is None:
             raise RequestError("vibes", f"{spec.label} has no vibe encodings to export")
         info = round(information_extracted, 2)
-        entries.append(VibeEncoding(spec.vibe_file_key, data, MappingProxyType({"information_extracted": _num(info)})))
+        params = MappingProxyType({"information_extracted": _num(info)})
+        entries.append(VibeEncoding(spec.vibe_file_key, params_key(params), data, params))
         first = first or (spec.id, info)
     identifier = sha256_hex(image)
     return VibeFile(
@@ -329,7 +334,7 @@ def make_vibe_file(
 def vibe_to_json(vibe: VibeFile) -> dict[str, Any]:
     encodings: dict[str, dict[str, Any]] = {}
     for entry in vibe.encodings:
-        encodings.setdefault(entry.model_key, {})[entry.key] = {
+        encodings.setdefault(entry.model_key, {})[entry.params_key] = {
             "encoding": _b64(entry.data),
             "params": dict(entry.params),
         }
