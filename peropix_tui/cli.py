@@ -7,18 +7,37 @@ Heavy modules (Textual, the command implementations) are imported only when thei
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from peropix_tui import __version__
-from peropix_tui.commands import config_cmd, meta, sandbox_cmd
+from peropix_tui.commands import config_cmd, generate_cmd, meta, sandbox_cmd
 from peropix_tui.core.errors import PeropixError
 from peropix_tui.core.logs import setup_logging
 from peropix_tui.core.paths import AppDirs
 from peropix_tui.core.redact import ScrubbingStream
 
+if TYPE_CHECKING:
+    from peropix_tui.sandbox.session import SandboxSession
+
 log = logging.getLogger("peropix_tui.cli")
+
+SANDBOX_HELP = "try everything offline: run a local fake NovelAI server for this run and use it (nothing is charged)"
+
+
+def _add_sandbox_flag(parser: argparse.ArgumentParser) -> None:
+    """`--sandbox` after any command too (`peropix generate --sandbox ...`), down to nested sub-commands.
+
+    SUPPRESS as the default keeps a sub-command that was not given the flag from resetting the top-level one.
+    """
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                child.add_argument("--sandbox", action="store_true", default=argparse.SUPPRESS, help=SANDBOX_HELP)
+                _add_sandbox_flag(child)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,11 +49,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"peropix {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="also print debug logs on stderr")
     parser.add_argument("--no-mouse", action="store_true", help="TUI: leave the mouse to the terminal")
+    parser.add_argument("--sandbox", action="store_true", help=SANDBOX_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    generate_cmd.register(sub)
     meta.register(sub)
     config_cmd.register(sub)
     sandbox_cmd.register(sub)
+    _add_sandbox_flag(parser)
     return parser
+
+
+@contextlib.contextmanager
+def _maybe_sandbox(enabled: bool, *, announce: bool) -> Iterator[SandboxSession | None]:
+    """With `--sandbox`, the sandbox server runs for the whole command and the process points at it."""
+    if not enabled:
+        yield None
+        return
+    from peropix_tui.sandbox.session import sandbox_session
+
+    with sandbox_session() as session:
+        if announce:
+            print(f"peropix: SANDBOX: using the local fake NovelAI at {session.base_url}", file=sys.stderr)
+        yield session
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -45,7 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         from peropix_tui.app import run_app
 
-        return run_app(dirs, mouse=not args.no_mouse)
+        with _maybe_sandbox(args.sandbox, announce=False) as session:
+            return run_app(dirs, mouse=not args.no_mouse, sandbox=session)
     # Headless output may echo what a user typed (a URL with ?token=…, a pasted prompt): scrub all of it.
     out, err = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = ScrubbingStream(out), ScrubbingStream(err)
@@ -54,7 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if func is None:
             parser.parse_args([*(argv or sys.argv[1:]), "--help"])
             return 2
-        code: int = func(args)
+        with _maybe_sandbox(args.sandbox, announce=True):
+            code: int = func(args)
         return code
     except PeropixError as exc:
         log.error("%s", exc)

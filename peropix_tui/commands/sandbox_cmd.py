@@ -1,14 +1,16 @@
-"""`peropix sandbox`: run the sandbox NovelAI server in the foreground until Ctrl-C.
+"""`peropix sandbox`: run the sandbox NovelAI and CivitAI servers in the foreground until Ctrl-C.
 
-It prints where it listens, the tokens it accepts and one line of environment settings to paste in front
-of any `peropix` command (or into a shell) so the app talks to the sandbox instead of NovelAI. Each request
-it answers is printed as it happens, so a newcomer can watch what the app sends.
+It prints where they listen, the tokens and API key they accept and one line of environment settings to
+paste in front of any `peropix` command (or into a shell) so the app talks to the sandboxes instead of
+NovelAI and CivitAI. Each request they answer is printed as it happens, so a newcomer can watch what the
+app sends.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import threading
 
 from peropix_tui.core.errors import PeropixError
@@ -16,15 +18,18 @@ from peropix_tui.core.errors import PeropixError
 log = logging.getLogger(__name__)
 
 POLL_S = 0.5
+MAX_FILE_MIB = 4096
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from peropix_tui.sandbox.civitai_server import SANDBOX_API_KEY
     from peropix_tui.sandbox.nai_accounts import DEFAULT_BALANCE, SANDBOX_TOKEN
 
     parser = sub.add_parser(
         "sandbox",
-        help="run a local fake NovelAI server to try everything without an account",
-        description="Run a local server that answers like NovelAI (images, streaming, vibes, Anlas) on loopback.",
+        help="run local fake NovelAI and CivitAI servers to try everything without an account",
+        description="Run local servers that answer like NovelAI (images, streaming, vibes, Anlas) and CivitAI "
+        "(models, images, downloads) on loopback.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="loopback address to listen on (127.0.0.1 or ::1)")
     parser.add_argument("--port", type=int, default=0, help="port to listen on (default: any free port)")
@@ -37,6 +42,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument(
         "--delay", type=float, default=0.0, metavar="SECONDS", help="time each generation takes (default 0)"
     )
+    parser.add_argument("--civitai-port", type=int, default=0, help="port of the CivitAI sandbox (default: any)")
+    parser.add_argument(
+        "--civitai-key",
+        default=SANDBOX_API_KEY,
+        help=f"API key the CivitAI sandbox accepts (default {SANDBOX_API_KEY})",
+    )
+    parser.add_argument(
+        "--civitai-file-mib",
+        type=float,
+        default=1.0,
+        metavar="MIB",
+        help="size of each CivitAI sandbox model file in MiB (default 1)",
+    )
     parser.set_defaults(func=_run)
 
 
@@ -47,6 +65,10 @@ def _check(args: argparse.Namespace) -> None:
         raise PeropixError("--token must be non-empty and contain no spaces")
     if not 0 <= args.delay <= 600:
         raise PeropixError(f"--delay must be between 0 and 600 seconds, not {args.delay}")
+    if not args.civitai_key or any(c.isspace() for c in args.civitai_key):
+        raise PeropixError("--civitai-key must be non-empty and contain no spaces")
+    if not 0.01 <= args.civitai_file_mib <= MAX_FILE_MIB:
+        raise PeropixError(f"--civitai-file-mib must be between 0.01 and {MAX_FILE_MIB}, not {args.civitai_file_mib}")
 
 
 def env_line(base_url: str, token: str) -> str:
@@ -54,7 +76,14 @@ def env_line(base_url: str, token: str) -> str:
     return f"PEROPIX_NAI_BASE_URL={base_url} PEROPIX_NAI_ACCOUNT_URL={base_url} PEROPIX_NAI_TOKEN={token}"
 
 
+def civitai_env_line(base_url: str, key: str) -> str:
+    """The settings that point peropix at a CivitAI sandbox, as shell assignments."""
+    return f"PEROPIX_CIVITAI_BASE_URL={base_url} PEROPIX_CIVITAI_API_KEY={key}"
+
+
 def _run(args: argparse.Namespace) -> int:
+    from peropix_tui.sandbox import civitai_server
+    from peropix_tui.sandbox.civitai_default import default_dataset
     from peropix_tui.sandbox.nai_accounts import SANDBOX_OPUS_TOKEN, default_accounts
     from peropix_tui.sandbox.nai_server import NaiSandbox, RecordedRequest
 
@@ -64,20 +93,39 @@ def _run(args: argparse.Namespace) -> int:
         status = "dropped" if entry.status is None else str(entry.status)
         print(f"{entry.method} {entry.path} -> {status}", flush=True)
 
+    def show_civitai(entry: civitai_server.RecordedRequest) -> None:
+        status = "dropped" if entry.status is None else str(entry.status)
+        fault = f" ({entry.fault})" if entry.fault else ""
+        print(f"civitai {entry.method} {entry.path} -> {status}{fault}", flush=True)
+
     accounts = default_accounts(args.token, args.balance)
     sandbox = NaiSandbox(host=args.host, port=args.port, accounts=accounts, delay_s=args.delay, on_request=show)
+    dataset = default_dataset(round(args.civitai_file_mib * 1024 * 1024))
+    civitai = civitai_server.CivitaiSandbox(
+        dataset,
+        host=args.host,
+        port=args.civitai_port,
+        api_keys={args.civitai_key: civitai_server.SANDBOX_USERNAME},
+        on_request=show_civitai,
+    )
     sandbox.start()
     try:
+        civitai.start()
         print(f"NovelAI sandbox listening on {sandbox.base_url} (Ctrl-C stops it)")
         print(f"  token      {args.token} ({accounts[args.token].describe()})")
         if args.token != SANDBOX_OPUS_TOKEN:
             print(f"  opus token {SANDBOX_OPUS_TOKEN} ({accounts[SANDBOX_OPUS_TOKEN].describe()})")
-        print("Point peropix at it with:")
-        print(f"  {env_line(sandbox.base_url, args.token)}", flush=True)
+        creators = ", ".join(sorted(c.username for c in dataset.creators.values()))
+        print(f"CivitAI sandbox listening on {civitai.base_url} (creators: {creators})")
+        print(f"  api key    {args.civitai_key}")
+        print("Point peropix at them with:")
+        print(f"  {env_line(sandbox.base_url, args.token)} {civitai_env_line(civitai.base_url, args.civitai_key)}")
+        sys.stdout.flush()
         _wait_forever()
     except KeyboardInterrupt:
         print("stopping the sandbox", flush=True)
     finally:
+        civitai.stop()
         sandbox.stop()
     return 0
 

@@ -35,7 +35,7 @@ from peropix_tui.core.metadata.reader import MAX_FILE_BYTES, MAX_SCAN_PIXELS, PI
 
 log = logging.getLogger(__name__)
 
-PROVIDERS: Final = ("nai", "local", "import")
+PROVIDERS: Final = ("nai", "sandbox", "local", "import")
 IMAGE_SUFFIXES: Final = (".png", ".webp", ".jpg", ".jpeg")
 THUMBNAIL_SIDE: Final = 256
 IMPORT_BATCH: Final = 200

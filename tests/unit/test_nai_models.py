@@ -140,7 +140,9 @@ def test_variety_sigma_per_model_scaled_like_the_web() -> None:
     assert MODELS["nai-diffusion-5-full"].variety_sigma is None
     spec = MODELS["nai-diffusion-4-5-full"]
     assert spec.variety_sigma_for(832, 1216) == 58
-    assert spec.variety_sigma_for(1472, 1472) == math.ceil(58 * math.sqrt(1472 * 1472 / (832 * 1216)))
+    assert spec.variety_sigma_for(1472, 1472) == 58 * math.sqrt(1472 * 1472 / (832 * 1216))
+    # the value a genuine NovelAI 1024×1024 V4.5 image records (tests/fixtures/images/…novelai-full-3char.png)
+    assert spec.variety_sigma_for(1024, 1024) == 59.04722600415217
     assert MODELS["nai-diffusion-5-full"].variety_sigma_for(832, 1216) is None
 
 

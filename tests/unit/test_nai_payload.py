@@ -329,7 +329,7 @@ def test_img2img_turns_smea_off_and_euler_native_has_no_brownian_flags() -> None
 
 def test_variety_sigma_scales_with_size_on_v4_5() -> None:
     params = build_payload(GenerationRequest("x", seed=1, width=1024, height=1024, variety=True))["parameters"]
-    assert params["skip_cfg_above_sigma"] == 60  # ceil(58 * sqrt(1048576 / 1011712))
+    assert params["skip_cfg_above_sigma"] == 59.04722600415217  # 58 * sqrt(1048576 / 1011712), as NovelAI sends
 
 
 def test_extra_fields_pass_through() -> None:

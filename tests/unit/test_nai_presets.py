@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from peropix_tui.core.metadata import read_metadata
@@ -169,6 +169,10 @@ def test_uc_preset_apply_then_strip_gives_the_same_negative_back(
 def test_reapplying_split_settings_reproduces_the_sent_text(
     prompt: str, negative: str, model: str, quality: bool, data: st.DataObject
 ) -> None:
+    # The web's comma rule removes one space before a comma per pass, so text with two or more spaces before a
+    # comma changes again when re-sent; such prompts cannot round-trip, through the web client either.
+    for text in (prompt, negative):
+        assume(normalize_commas_nai(normalize_commas_nai(text)) == normalize_commas_nai(text))
     preset = data.draw(st.sampled_from([None, *available_uc_presets(model)]))
     dataset = data.draw(st.sampled_from([None, *MODELS[model].dataset_prefixes]))
     sent = compose_prompts(prompt, negative, model, quality_tags=quality, uc_preset=preset, dataset=dataset)

@@ -31,7 +31,7 @@ from peropix_tui.engine.nai.models import (
     same_encoding_family,
 )
 from peropix_tui.engine.nai.payload import MAX_SCALE, snap_size
-from peropix_tui.engine.nai.presets import available_uc_presets, split_prompts
+from peropix_tui.engine.nai.presets import available_uc_presets, compose_prompts, split_prompts
 from peropix_tui.engine.types import CharacterPrompt, RequestError, VibeRef
 
 GRID_STEPS: Final = (0.1, 0.3, 0.5, 0.7, 0.9)
@@ -42,7 +42,6 @@ VIBE_KEYS: Final = (
     "reference_information_extracted_multiple",
     "reference_strength_multiple",
 )
-TXT2IMG_REQUEST: Final = "PromptGenerateRequest"
 
 
 class ImageSettingsError(PeropixError):
@@ -80,7 +79,6 @@ def _number_list(value: object) -> list[float] | None:
 def _vibes_from_comment(extra: Mapping[str, Any], made_with: str, target: str, settings: ImageSettings) -> None:
     """The image's vibes: encodings when `made_with` takes encodings (reusable within its family only), else the
     reference images themselves (which a model that takes encodings gets encoded)."""
-
     images, infos, strengths = (extra.get(key) for key in VIBE_KEYS)
     if not isinstance(images, list) or not images:
         return
@@ -110,7 +108,7 @@ def _vibes_from_comment(extra: Mapping[str, Any], made_with: str, target: str, s
 
 
 def _characters_from_meta(meta: ImageMetadata, settings: ImageSettings) -> None:
-
+    """Characters at their grid cells when the image placed them, else left to the model."""
     block = meta.extra.get("v4_prompt")
     use_coords = isinstance(block, Mapping) and block.get("use_coords") is True
     characters: list[CharacterPrompt] = []
@@ -139,14 +137,49 @@ def _character_reference_from_comment(extra: Mapping[str, Any], settings: ImageS
         if isinstance(caption, Mapping):
             style_aware = caption.get("base_caption") != "character"
     fidelity = 1.0 - secondary[0] if secondary else 1.0
-    settings.character_reference = (min(1.0, max(0.0, fidelity)), strengths[0], style_aware)
+    settings.character_reference = (min(1.0, max(0.0, fidelity)), min(1.0, max(0.0, strengths[0])), style_aware)
+
+
+def _prompt_fields(
+    prompt: str, negative: str, image_model: str | None, target: str, warnings: list[str]
+) -> dict[str, Any]:
+    """The user's own prompts and the presets that were added to them. On the image's own model the presets
+    must compose back to the very text the image was made with; preset text of an older web version would
+    not, so then the prompt (or negative) is kept exactly as written, the image comes out the same."""
+    parts = split_prompts(prompt, negative, image_model)
+    fields: dict[str, Any] = {
+        "prompt": parts.prompt,
+        "negative": parts.negative,
+        "quality_tags": parts.quality_tags,
+        "uc_preset": parts.uc_preset,
+        "dataset": parts.dataset,
+    }
+    if image_model is None or model_spec(image_model).family is not model_spec(target).family:
+        return fields
+    try:
+        positive, negative_text = compose_prompts(
+            parts.prompt,
+            parts.negative,
+            image_model,
+            quality_tags=parts.quality_tags,
+            uc_preset=parts.uc_preset,
+            dataset=parts.dataset,
+        )
+    except RequestError:
+        positive, negative_text = "", ""
+    if positive != prompt:
+        fields |= {"prompt": prompt, "quality_tags": False, "dataset": None}
+        warnings.append("the prompt's quality tags are not today's; the prompt is kept exactly as written")
+    if negative_text != negative:
+        fields |= {"negative": negative, "uc_preset": None}
+        warnings.append("the undesired content's preset is not today's; it is kept exactly as written")
+    return fields
 
 
 def settings_from_metadata(meta: ImageMetadata, *, model: str | None = None) -> ImageSettings:
     """`GenerationRequest` fields that make the image described by `meta` again (with `model` instead of the
     image's own when given). Preset text the web added is recognised and removed, so composing the request
     gives back the image's prompts exactly rather than doubled."""
-
     if meta.prompt is None:
         raise ImageSettingsError("the image holds no generation settings to reuse")
     settings = ImageSettings()
@@ -158,16 +191,9 @@ def settings_from_metadata(meta: ImageMetadata, *, model: str | None = None) -> 
             fallback = model or DEFAULT_MODEL
             settings.warnings.append(f"the image's model {meta.model!r} is not a NovelAI model; using {fallback}")
     target = model or image_model or DEFAULT_MODEL
-    parts = split_prompts(meta.prompt, meta.negative_prompt or "", image_model)
     fields = settings.fields
-    fields |= {
-        "model": target,
-        "prompt": parts.prompt,
-        "negative": parts.negative,
-        "quality_tags": parts.quality_tags,
-        "uc_preset": parts.uc_preset,
-        "dataset": parts.dataset,
-    }
+    fields["model"] = target
+    fields |= _prompt_fields(meta.prompt, meta.negative_prompt or "", image_model, target, settings.warnings)
     for name, value in (
         ("seed", meta.seed),
         ("steps", meta.steps),
@@ -188,8 +214,8 @@ def settings_from_metadata(meta: ImageMetadata, *, model: str | None = None) -> 
         _characters_from_meta(meta, settings)
     _vibes_from_comment(meta.extra, image_model or target, target, settings)
     _character_reference_from_comment(meta.extra, settings)
-    # Text-to-image Comments of older models carry a strength too; only a request type says img2img for sure.
-    if meta.strength is not None and meta.request_type != TXT2IMG_REQUEST:
+    # Since V3 a Comment holds a strength only for img2img; the oldest Comments (no request type) always did.
+    if meta.strength is not None and meta.request_type is not None:
         settings.img2img = (meta.strength, meta.noise if meta.noise is not None else 0.0)
     settings.warnings += _fit_to_model(fields, model_spec(target))
     return settings
@@ -198,7 +224,6 @@ def settings_from_metadata(meta: ImageMetadata, *, model: str | None = None) -> 
 def _fit_to_model(fields: dict[str, Any], spec: ModelSpec) -> list[str]:
     """Drop (or snap) the image settings `spec` cannot take, one warning each, so that an image from another
     tool or model still gives a request NovelAI accepts; the model's defaults fill the gaps."""
-
     warnings: list[str] = []
 
     def drop(name: str, why: str) -> None:

@@ -88,11 +88,13 @@ class ModelSpec:
     """The model key inside `.naiv4vibe` encodings."""
     legacy: bool = False
 
-    def variety_sigma_for(self, width: int, height: int) -> int | None:
+    def variety_sigma_for(self, width: int, height: int) -> float | None:
         """The `skip_cfg_above_sigma` the web sends at this size: the base sigma scaled with the image side."""
         if self.variety_sigma is None:
             return None
-        return math.ceil(self.variety_sigma * math.sqrt(width * height / VARIETY_REFERENCE_PIXELS))
+        # Not rounded: NovelAI's own 1024×1024 images record 59.04722600415217 for V4.5 (58 at 832×1216).
+        sigma = self.variety_sigma * math.sqrt(width * height / VARIETY_REFERENCE_PIXELS)
+        return int(sigma) if sigma.is_integer() else sigma
 
 
 def _v4(

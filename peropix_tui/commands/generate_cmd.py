@@ -1,0 +1,164 @@
+"""`peropix generate`: NovelAI images from the command line, saved and indexed exactly as the TUI does it.
+
+This module holds the command line itself; `generate_plan` turns it into a checked request and
+`generate_run` sends it (or, with `--dry-run`, prints it). Both are imported when the command runs, so
+building the parser costs nothing at start-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Final
+
+DEFAULT_STRENGTH: Final = 0.7
+DEFAULT_VIBE_STRENGTH: Final = 0.6
+
+
+class _CharAction(argparse.Action):
+    """`--char "PROMPT[@CELL]"` adds a character; its order on the command line is its order in the image."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        characters: list[dict[str, str]] = list(getattr(namespace, self.dest) or [])
+        characters.append({"spec": str(values), "negative": ""})
+        setattr(namespace, self.dest, characters)
+
+
+class _CharNegativeAction(argparse.Action):
+    """`--char-negative TEXT` sets the undesired content of the `--char` just before it."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        characters: list[dict[str, str]] = list(getattr(namespace, "characters", None) or [])
+        if not characters:
+            parser.error("--char-negative belongs to a --char given before it")
+        characters[-1] = {**characters[-1], "negative": str(values)}
+        namespace.characters = characters
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "generate",
+        help="generate images with NovelAI and save them with their settings",
+        description="Generate images with NovelAI (or the sandbox, with --sandbox), save them into the outputs "
+        "folder with NovelAI-compatible metadata and index them in the history.",
+    )
+    text = parser.add_argument_group("prompt")
+    text.add_argument("--prompt", help="the prompt (required unless --from-image gives one)")
+    text.add_argument("--negative", help="undesired content, added after the UC preset")
+    text.add_argument(
+        "--char",
+        dest="characters",
+        action=_CharAction,
+        metavar="PROMPT[@CELL]",
+        help="a character prompt, at a cell of the 5x5 grid (A1..E5, column then row) or placed by the model; "
+        "repeat for more characters (V4+)",
+    )
+    text.add_argument(
+        "--char-negative", action=_CharNegativeAction, metavar="TEXT", help="undesired content of the --char before"
+    )
+    text.add_argument(
+        "--quality",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="append the model's quality tags (default: on, or as the --from-image image had it)",
+    )
+    text.add_argument(
+        "--uc-preset",
+        metavar="PRESET",
+        help="undesired-content preset: heavy (default), light, human_focus, furry_focus, none, "
+        "or off (send the negative exactly as written)",
+    )
+    text.add_argument("--dataset", choices=("fur", "background"), help="dataset prefix, for models that have one")
+
+    settings = parser.add_argument_group("settings")
+    settings.add_argument("--model", help="model id or short name such as v4.5, v4.5-curated, v4, v3, v5")
+    settings.add_argument("--size", metavar="WxH", help="image size, multiples of 64 (default 832x1216)")
+    settings.add_argument(
+        "--steps",
+        type=int,
+        help="sampling steps, 1-50 (default 28; Opus pays nothing for up to 28 steps at up to 1 MP)",
+    )
+    settings.add_argument("--scale", type=float, help="prompt guidance, 0-10 (default: the model's)")
+    settings.add_argument("--cfg-rescale", type=float, help="prompt guidance rescale, 0-1 (default 0)")
+    settings.add_argument("--sampler", help="k_euler_ancestral (default), k_euler, k_dpmpp_2s_ancestral, ...")
+    settings.add_argument("--schedule", help="noise schedule: karras (default), exponential, polyexponential")
+    settings.add_argument(
+        "--variety", action=argparse.BooleanOptionalAction, default=None, help="Variety+ (skip guidance early)"
+    )
+    settings.add_argument("--smea", action=argparse.BooleanOptionalAction, default=None, help="SMEA (V3 models)")
+    settings.add_argument("--smea-dyn", action=argparse.BooleanOptionalAction, default=None, help="SMEA DYN (V3)")
+    settings.add_argument("--seed", metavar="N", help="seed of the first image, or 'random' (default: random)")
+    settings.add_argument("--n", type=int, default=1, metavar="N", help="number of images (default 1)")
+    settings.add_argument(
+        "--separate",
+        action="store_true",
+        help="one request per image (on Opus each small image is then free) instead of batches",
+    )
+
+    source = parser.add_argument_group("img2img, inpaint and references")
+    source.add_argument("--image", type=Path, metavar="SRC", help="img2img: start from this image")
+    source.add_argument("--strength", type=float, help=f"img2img strength, 0.01-1 (default {DEFAULT_STRENGTH})")
+    source.add_argument("--noise", type=float, help="img2img noise, 0-1 (default 0)")
+    source.add_argument("--mask", type=Path, metavar="M", help="inpaint: white where --image is repainted")
+    source.add_argument(
+        "--vibe",
+        dest="vibes",
+        action="append",
+        metavar="IMG[:STRENGTH[:INFO]]",
+        help="vibe transfer from an image or a .naiv4vibe/.naiv4vibebundle file (strength default "
+        f"{DEFAULT_VIBE_STRENGTH}, information extracted default 1); repeat for more (up to 16)",
+    )
+    source.add_argument("--charref", type=Path, metavar="IMG", help="character reference image (V4.5)")
+    source.add_argument("--fidelity", type=float, help="character reference fidelity, 0-1 (default 1)")
+    source.add_argument("--charref-strength", type=float, help="character reference strength, 0-1 (default 1)")
+    source.add_argument(
+        "--style-aware",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the character reference also carries the style (default on)",
+    )
+    source.add_argument("--from-image", type=Path, metavar="PNG", help="reuse the settings stored in an image")
+
+    run = parser.add_argument_group("output")
+    run.add_argument("--out", type=Path, metavar="DIR", help="outputs folder (default: the configured one)")
+    run.add_argument("--dry-run", action="store_true", help="print the request bodies and the cost; send nothing")
+    run.add_argument("--json", action="store_true", help="print one JSON document instead of lines")
+    run.add_argument(
+        "--stream",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="stream progress step by step (default on)",
+    )
+    run.add_argument("--sse", action="store_true", help="stream as server-sent events instead of msgpack")
+    parser.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from peropix_tui.commands.generate_plan import build_plan
+    from peropix_tui.commands.generate_run import dry_run, execute, warn
+    from peropix_tui.core.config import Config
+    from peropix_tui.core.paths import AppDirs
+
+    config = Config.load(AppDirs.from_env())
+    for issue in config.issues:
+        print(f"peropix: warning: {issue}", file=sys.stderr)
+    plan = build_plan(args)
+    for warning in plan.warnings:
+        warn(warning)
+    if args.dry_run:
+        return dry_run(plan, args, config)
+    return execute(plan, args, config)

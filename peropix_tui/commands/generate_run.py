@@ -1,0 +1,357 @@
+"""Carrying out a `peropix generate` plan: the dry run, or the requests, the saving and the report.
+
+A dry run touches no network and needs no token: it prints each request body exactly as it would be sent
+(image data elided, vibes still to encode marked) and the web's price for it. A real run reads the account
+first (a bad token fails before anything is sent and prices know the tier), then sends the requests one
+after the other; each request's images are saved and indexed as soon as it finishes, so an error or Ctrl-C
+later keeps every image already paid for, and the report says what was saved either way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, Literal
+
+import orjson
+
+from peropix_tui.commands.generate_plan import PENDING_ENCODING, Plan, needs_encoding
+from peropix_tui.core.config import Config
+from peropix_tui.core.errors import PeropixError
+from peropix_tui.core.history import HistoryStore, make_thumbnail
+from peropix_tui.core.outputs import save_image
+from peropix_tui.core.paths import AppDirs
+from peropix_tui.core.secrets import SecretStore
+from peropix_tui.engine.nai.client import (
+    GENERATE_PATH,
+    STREAM_PATH,
+    NaiTokenMissingError,
+    NovelAIClient,
+    stream_steps,
+)
+from peropix_tui.engine.nai.cost import OPUS_TIER, Account, estimate_cost
+from peropix_tui.engine.nai.errors import NaiForbiddenError, NaiHttpError, NaiResponseError, NaiValidationError
+from peropix_tui.engine.nai.models import VibeSupport, model_spec
+from peropix_tui.engine.nai.payload import build_payload, redacted_payload
+from peropix_tui.engine.nai.vibe_cache import VibeCache, VibeKey
+from peropix_tui.engine.types import Action, GeneratedImage, GenerationRequest, ProgressEvent, read_image_input
+from peropix_tui.sandbox.session import NAI_PROVIDER, nai_provider, vibe_cache_dir
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
+
+log = logging.getLogger(__name__)
+
+StreamFormat = Literal["msgpack", "sse"]
+PENDING_NOTE: Final = "<vibe encoding, made when sent (2 Anlas)>"
+
+
+def warn(message: str) -> None:
+    log.warning("%s", message)
+    print(f"peropix: warning: {message}", file=sys.stderr)
+
+
+def _print_json(document: Any) -> None:
+    sys.stdout.write(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" + ("" if count == 1 else "s")
+
+
+def stream_format(args: argparse.Namespace) -> StreamFormat | None:
+    """How the answer is streamed (None: whole, from the non-streaming endpoint)."""
+    if not args.stream:
+        return None
+    return "sse" if args.sse else "msgpack"
+
+
+def request_body(request: GenerationRequest, *, stream: StreamFormat | None) -> dict[str, Any]:
+    """The JSON body sent for `request`: the generate-image payload, plus the stream format when streaming."""
+    body = build_payload(request)
+    if stream is not None:
+        body["parameters"]["stream"] = stream
+    return body
+
+
+# --- dry run -------------------------------------------------------------------------------------------------
+
+
+def _cached_vibes(request: GenerationRequest, cache_dir: Path) -> tuple[GenerationRequest, list[int]]:
+    """`request` with each vibe's encoding taken from the local cache, and the indexes of the vibes that would
+    have to be encoded (and paid for) when sent; those carry a stand-in here."""
+    spec = model_spec(request.model)
+    if spec.vibes is not VibeSupport.ENCODED or request.action is Action.INPAINT or not request.vibes:
+        return request, []
+    cache = VibeCache(cache_dir)
+    vibes, pending = [], []
+    for index, vibe in enumerate(request.vibes):
+        if needs_encoding(vibe, spec.id):
+            assert vibe.image is not None  # needs_encoding is False without an image
+            key = VibeKey.of(read_image_input(vibe.image, "vibe image"), spec.id, vibe.information_extracted)
+            encoding = cache.get(key)
+            if encoding is None:
+                pending.append(index)
+                encoding = PENDING_ENCODING
+            vibe = dataclasses.replace(vibe, encoding=encoding, encoding_model=spec.id)
+        vibes.append(vibe)
+    return dataclasses.replace(request, vibes=tuple(vibes)), pending
+
+
+def dry_run(plan: Plan, args: argparse.Namespace, config: Config) -> int:
+    """Print every request body and the price, for no subscription and for Opus; send nothing."""
+    stream = stream_format(args)
+    url = config.get("endpoints.nai_base_url").rstrip("/") + (STREAM_PATH if stream else GENERATE_PATH)
+    opus = Account(tier=OPUS_TIER, active=True)
+    requests: list[dict[str, Any]] = []
+    cost = opus_cost = encodings = 0
+    for number, batch in enumerate(plan.batches()):
+        batch, pending = _cached_vibes(batch, vibe_cache_dir(config))
+        body = redacted_payload(request_body(batch, stream=stream))
+        for index in pending:
+            body["parameters"]["reference_image_multiple"][index] = PENDING_NOTE
+        requests.append({"method": "POST", "url": url, "body": body})
+        # An encoding is paid once: the requests after the first find it in the cache.
+        uncached = len(pending) if number == 0 else 0
+        encodings += uncached
+        cost += estimate_cost(batch, None, uncached_vibes=uncached).total
+        opus_cost += estimate_cost(batch, opus, uncached_vibes=uncached).total
+    if args.json:
+        summary = {"anlas": cost, "opus_anlas": opus_cost, "images": plan.images, "requests": len(requests)}
+        _print_json({"requests": requests, "cost": {**summary, "vibe_encodings": encodings}})
+        return 0
+    for entry in requests:
+        print(f"{entry['method']} {entry['url']}")
+        print(orjson.dumps(entry["body"], option=orjson.OPT_INDENT_2).decode())
+    print(f"cost: {cost} Anlas for {_plural(plan.images, 'image')} (with an active Opus subscription: {opus_cost})")
+    return 0
+
+
+# --- the run -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SavedImage:
+    path: Path
+    seed: int
+    index: int
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What a run achieved so far; filled as it goes, so an error or Ctrl-C can still report it."""
+
+    saved: list[SavedImage] = field(default_factory=list)
+    cost: int | None = 0
+    """Anlas spent, by the web's price; None when the model's price is not known."""
+    balance: int | None = None
+    tier: str | None = None
+
+
+class _Display:
+    """A progress bar on stderr when it is a terminal; each saved image as a line on stdout unless --json."""
+
+    def __init__(self, plan: Plan, *, bar: bool, lines: bool) -> None:
+        self.steps = stream_steps(plan.request)
+        self.images = plan.images
+        self.lines = lines
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
+        if bar:
+            from rich.console import Console
+            from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+            request = plan.request
+            self._progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TaskProgressColumn(),
+                TextColumn("{task.fields[saved]}"),
+                TimeElapsedColumn(),
+                console=Console(file=sys.stderr),
+                transient=True,
+            )
+            description = f"{request.model} {request.width}x{request.height}"
+            self._task = self._progress.add_task(
+                description, total=plan.images * self.steps, saved=f"0/{plan.images} saved"
+            )
+
+    def __enter__(self) -> _Display:
+        if self._progress is not None:
+            self._progress.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def _update(self, completed: float, saved: int | None = None) -> None:
+        if self._progress is None or self._task is None:
+            return
+        completed = max(self._progress.tasks[0].completed, completed)
+        if saved is None:
+            self._progress.update(self._task, completed=completed)
+        else:
+            self._progress.update(self._task, completed=completed, saved=f"{saved}/{self.images} saved")
+
+    def step(self, first: int, event: ProgressEvent) -> None:
+        """A streamed step of image `first + event.sample_index` of the run."""
+        self._update((first + event.sample_index) * self.steps + min(event.step, self.steps))
+
+    def saved(self, image: SavedImage, count: int) -> None:
+        self._update((image.index + 1) * self.steps, count)
+        if self.lines:
+            print(f"saved {image.path}  seed {image.seed}", flush=True)
+
+
+def _open_history(config: Config) -> HistoryStore | None:
+    try:
+        store = HistoryStore(config.history_file)
+    except PeropixError as exc:
+        warn(f"the history cannot be opened, so new images are not indexed: {exc}")
+        return None
+    if store.recovered:
+        warn(store.recovered)
+    return store
+
+
+class _Saver:
+    """Writes each image into the outputs folder and indexes it; an image that cannot be indexed is still
+    saved (the history can be rebuilt from the folder), one that cannot be saved stops the run."""
+
+    def __init__(self, out_dir: Path, provider: str, history: HistoryStore | None) -> None:
+        self.out_dir = out_dir
+        self.provider = provider
+        self.history = history
+
+    def __call__(self, image: GeneratedImage, index: int) -> SavedImage:
+        app_fields = {"provider": self.provider}
+        path = save_image(
+            image.data, seed=image.seed, outputs_dir=self.out_dir, extra_peropix=app_fields, fmt=image.format
+        )
+        if self.history is not None:
+            try:
+                meta = dataclasses.replace(image.metadata, peropix={**image.metadata.peropix, **app_fields})
+                self.history.add(path, meta, provider=self.provider, thumbnail=make_thumbnail(image.data))
+            except PeropixError as exc:
+                warn(f"{path} was saved but not indexed in the history: {exc}")
+        return SavedImage(path, image.seed, index)
+
+
+async def _read_account(client: NovelAIClient) -> None:
+    """A bad token fails here, before anything is sent; an account host that cannot say the balance only
+    costs the Opus discount in the printed price."""
+    try:
+        await client.subscription()
+    except (NaiValidationError, NaiForbiddenError, NaiHttpError, NaiResponseError) as exc:
+        warn(f"the Anlas balance cannot be read ({exc}); prices assume no subscription")
+
+
+async def _generate(
+    plan: Plan,
+    client: NovelAIClient,
+    *,
+    streaming: bool,
+    save: Callable[[GeneratedImage, int], SavedImage],
+    display: _Display,
+    outcome: Outcome,
+) -> None:
+    await _read_account(client)
+    priced = not model_spec(plan.request.model).legacy
+    first = 0
+    for batch in plan.batches():
+        estimate = await client.estimate(batch) if priced else None
+
+        def progress(event: ProgressEvent, first: int = first) -> None:
+            display.step(first, event)
+
+        images = await client.generate(batch, on_progress=progress, stream=streaming)
+        outcome.cost = None if estimate is None or outcome.cost is None else outcome.cost + estimate.total
+        for image in images:
+            saved = save(image, first + image.index)
+            outcome.saved.append(saved)
+            display.saved(saved, len(outcome.saved))
+        first += batch.n
+        if client.last_subscription is not None:
+            outcome.balance = client.last_subscription.balance
+            outcome.tier = client.last_subscription.tier_name
+
+
+async def _run(
+    plan: Plan,
+    args: argparse.Namespace,
+    config: Config,
+    token: str,
+    save: Callable[[GeneratedImage, int], SavedImage],
+    outcome: Outcome,
+) -> None:
+    stream = stream_format(args)
+    client = NovelAIClient(
+        token,
+        base_url=config.get("endpoints.nai_base_url"),
+        account_url=config.get("endpoints.nai_account_url"),
+        vibe_cache=VibeCache(vibe_cache_dir(config)),
+        stream_format=stream or "msgpack",
+    )
+    async with client:
+        with _Display(plan, bar=sys.stderr.isatty(), lines=not args.json) as display:
+            await _generate(plan, client, streaming=stream is not None, save=save, display=display, outcome=outcome)
+
+
+def _report(outcome: Outcome, plan: Plan, args: argparse.Namespace, provider: str, error: str | None = None) -> None:
+    if args.json:
+        document: dict[str, Any] = {
+            "images": [{"path": str(s.path), "seed": s.seed, "index": s.index} for s in outcome.saved],
+            "cost": outcome.cost,
+            "balance": outcome.balance,
+            "tier": outcome.tier,
+            "provider": provider,
+        }
+        if error is not None:
+            document["error"] = error
+        _print_json(document)
+        return
+    if error is not None:
+        if outcome.saved:
+            print(f"peropix: {len(outcome.saved)} of {_plural(plan.images, 'image')} saved", file=sys.stderr)
+        return
+    cost = "unknown" if outcome.cost is None else f"{outcome.cost} Anlas"
+    balance = "unknown" if outcome.balance is None else f"{outcome.balance} Anlas ({outcome.tier})"
+    where = "" if provider == NAI_PROVIDER else f" [{provider}: nothing real was charged]"
+    print(f"cost {cost}, balance {balance}{where}")
+
+
+def execute(plan: Plan, args: argparse.Namespace, config: Config) -> int:
+    """Send the plan's requests, save and index every image, report; 0 only when every image was saved."""
+    store = SecretStore(AppDirs.from_env().secrets_file)
+    if store.problem:
+        warn(store.problem)
+    token = store.value("nai_token")
+    if not token:
+        raise NaiTokenMissingError(
+            "no NovelAI token: save one with `peropix secrets set nai_token`, set PEROPIX_NAI_TOKEN, "
+            "or try everything offline with --sandbox"
+        )
+    provider = nai_provider()
+    history = _open_history(config)
+    out_dir = args.out.expanduser() if args.out is not None else config.outputs_dir
+    outcome = Outcome()
+    try:
+        asyncio.run(_run(plan, args, config, token, _Saver(out_dir, provider, history), outcome))
+    except KeyboardInterrupt:
+        _report(outcome, plan, args, provider, error="interrupted")
+        raise
+    except PeropixError as exc:
+        _report(outcome, plan, args, provider, error=str(exc))
+        raise
+    finally:
+        if history is not None:
+            history.close()
+    _report(outcome, plan, args, provider)
+    return 0
