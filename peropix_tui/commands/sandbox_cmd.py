@@ -22,8 +22,8 @@ MAX_FILE_MIB = 4096
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from peropix_tui.sandbox.civitai_server import SANDBOX_API_KEY
-    from peropix_tui.sandbox.nai_accounts import DEFAULT_BALANCE, SANDBOX_TOKEN
+    from peropix_tui.sandbox.civitai_credentials import SANDBOX_API_KEY
+    from peropix_tui.sandbox.nai_credentials import DEFAULT_BALANCE, SANDBOX_TOKEN
 
     parser = sub.add_parser(
         "sandbox",

@@ -67,6 +67,7 @@ from urllib.parse import parse_qs, quote, urlencode
 import orjson
 
 from peropix_tui.sandbox import civitai_bodies as bodies
+from peropix_tui.sandbox.civitai_credentials import SANDBOX_API_KEY, SANDBOX_USERNAME
 from peropix_tui.sandbox.civitai_dataset import CivitaiDataset, FileAccess, ModelMode, SandboxFile
 from peropix_tui.sandbox.civitai_default import default_dataset
 from peropix_tui.sandbox.civitai_faults import (
@@ -102,9 +103,6 @@ from peropix_tui.sandbox.nai_server import SandboxError, loopback_host
 
 log = logging.getLogger(__name__)
 
-SANDBOX_API_KEY: Final = "peropix-civitai-sandbox-key"
-"""The documented API key of the sandbox user."""
-SANDBOX_USERNAME: Final = "sandbox_user"
 PRESIGN_TTL_S: Final = 86_400
 LOG_LIMIT: Final = 10_000
 MAX_BODY: Final = 1024 * 1024

@@ -11,12 +11,10 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from peropix_tui.engine.nai.cost import TIER_NAMES, Account
+from peropix_tui.sandbox.nai_credentials import DEFAULT_BALANCE as DEFAULT_BALANCE
+from peropix_tui.sandbox.nai_credentials import SANDBOX_OPUS_TOKEN as SANDBOX_OPUS_TOKEN
+from peropix_tui.sandbox.nai_credentials import SANDBOX_TOKEN as SANDBOX_TOKEN
 
-SANDBOX_TOKEN: Final = "pst-peropix-sandbox"
-"""The documented token of the default sandbox account (Scroll tier, pays for every image)."""
-SANDBOX_OPUS_TOKEN: Final = "pst-peropix-sandbox-opus"
-"""A second sandbox account on the Opus tier: one small image per request is free."""
-DEFAULT_BALANCE: Final = 10_000
 SCROLL_TIER: Final = 2
 OPUS_TIER: Final = 3
 # 2100-01-01: the sandbox subscription never runs out during a session.
