@@ -76,6 +76,15 @@ def test_peropix_help_imports_neither_torch_nor_textual() -> None:
     assert run_python(PROBE.format(body=body)) == "[]"
 
 
+def test_peropix_help_stays_light() -> None:
+    # Every command builds the full parser first: it must not drag in image or array libraries.
+    body = (
+        "from peropix_tui.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('PIL', 'numpy', 'httpx', 'peropix_tui.sandbox.nai_server') if m in sys.modules))"
+    )
+    assert run_python("import sys\n" + body) == "[]"
+
+
 def test_importing_the_app_does_not_import_torch() -> None:
     assert run_python(PROBE.format(body="import peropix_tui.app")) == "['textual']"
 
