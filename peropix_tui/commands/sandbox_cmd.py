@@ -83,6 +83,7 @@ def civitai_env_line(base_url: str, key: str) -> str:
 
 def _run(args: argparse.Namespace) -> int:
     from peropix_tui.sandbox import civitai_server
+    from peropix_tui.sandbox.civitai_credentials import SANDBOX_USERNAME
     from peropix_tui.sandbox.civitai_default import default_dataset
     from peropix_tui.sandbox.nai_accounts import SANDBOX_OPUS_TOKEN, default_accounts
     from peropix_tui.sandbox.nai_server import NaiSandbox, RecordedRequest
@@ -105,7 +106,7 @@ def _run(args: argparse.Namespace) -> int:
         dataset,
         host=args.host,
         port=args.civitai_port,
-        api_keys={args.civitai_key: civitai_server.SANDBOX_USERNAME},
+        api_keys={args.civitai_key: SANDBOX_USERNAME},
         on_request=show_civitai,
     )
     sandbox.start()
