@@ -7,27 +7,46 @@ Screens own their widgets; the app owns what is global: the settings object, the
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from textual import work
 from textual.app import App
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
+from textual.signal import Signal
+from textual.worker import Worker, get_current_worker
 
 from peropix_tui.core.config import Config
+from peropix_tui.core.errors import PeropixError
 from peropix_tui.core.jobs import Executors, ExecutorSizes, JobManager
 from peropix_tui.core.paths import AppDirs
 from peropix_tui.core.secrets import SecretStore
+from peropix_tui.messages import ApplySettings, HistoryAdded, HistoryEvent, HistoryStatus
+from peropix_tui.nai_access import NaiAccess
 from peropix_tui.navigation import MODE_INFO
 from peropix_tui.palette import PeropixCommands
 from peropix_tui.screens.confirm import ConfirmScreen
 from peropix_tui.screens.help import HelpScreen
 
+if TYPE_CHECKING:
+    from peropix_tui.core.history import HistoryStore
+    from peropix_tui.sandbox.session import SandboxSession
+    from peropix_tui.screens.welcome import WelcomeChoice
+
 log = logging.getLogger(__name__)
 
 STYLES = Path(__file__).parent / "styles"
+PROGRESS_INTERVAL = 0.1
+"""Seconds between two import progress messages from the history worker."""
+
+
+class _ScanCancelled(Exception):
+    """Raised from the import progress callback to stop a scan when the app quits."""
 
 
 def _make_screen(name: str) -> Screen[None]:
@@ -84,6 +103,8 @@ class PeropixApp(App[int]):
         config: Config | None = None,
         secrets: SecretStore | None = None,
         image_widget: str | None = None,
+        sandbox: SandboxSession | None = None,
+        welcome: bool = False,
     ) -> None:
         super().__init__()
         self.dirs = dirs or AppDirs.from_env()
@@ -97,12 +118,125 @@ class PeropixApp(App[int]):
         # Tests and snapshots force a renderer; otherwise the setting decides (see widgets/image_preview.py).
         self.image_widget = image_widget or self.config.settings.ui.image_renderer
         self.theme = self.config.settings.ui.theme
+        self.nai = NaiAccess(self.config, self.secrets, self.jobs.executors, sandbox=sandbox)
+        """The NovelAI client and the sandbox session, shared by every screen."""
+        # The first-start welcome is offered by the interactive entry point (`run_app`) only.
+        self._offer_welcome = welcome
+        # The history store opens in a worker after the first frame (see `scan_history`), so start-up never
+        # waits for SQLite or for an old install's outputs folder to be indexed.
+        self.history: HistoryStore | None = None
+        self.history_signal: Signal[HistoryEvent] = Signal(self, "history")
+        self.history_version = 0
+        """Bumped whenever entries may have changed; a screen that missed the signal compares it on resume."""
+        self.history_event: HistoryEvent | None = None
+        """The latest history news, for a screen mounted after it was published."""
+        self._history_lock = threading.Lock()
 
     def on_mount(self) -> None:
         for issue in self.config.issues:
             self.notify(str(issue), title="Settings", severity="warning", markup=False, timeout=10)
         if self.secrets.problem:
             self.notify(self.secrets.problem, title="Secrets", severity="warning", markup=False, timeout=10)
+        self.call_after_refresh(self.scan_history, first=True)
+        self.show_sandbox_badge()
+        if self._offer_welcome:
+            self._welcome()
+
+    # NovelAI and the sandbox -------------------------------------------------------------------------------------
+
+    def show_sandbox_badge(self) -> None:
+        """SANDBOX in the header of every screen while requests go to the sandbox."""
+        self.sub_title = "SANDBOX · nothing is charged" if self.nai.sandbox is not None else ""
+
+    def _welcome(self) -> None:
+        from peropix_tui.screens.welcome import WelcomeScreen, mark_welcome_seen, needs_welcome
+
+        if not needs_welcome(self.dirs, self.config, self.nai):
+            return
+
+        def chosen(choice: WelcomeChoice | None) -> None:
+            mark_welcome_seen(self.dirs)
+            self.show_sandbox_badge()
+            log.info("welcome: %s", choice or "left for later")
+
+        self.push_screen(WelcomeScreen(self.config, self.secrets, self.nai), chosen)
+
+    # History -----------------------------------------------------------------------------------------------------
+
+    def open_history(self) -> HistoryStore:
+        """The history store, opened on first use; safe from any thread. Raises PeropixError when unusable."""
+        with self._history_lock:
+            if self.history is None:
+                from peropix_tui.core.history import HistoryStore
+
+                self.history = HistoryStore(self.config.history_file)
+            return self.history
+
+    @work(thread=True, exclusive=True, group="history-scan", exit_on_error=False)
+    def scan_history(self, first: bool = False) -> None:
+        """Index the outputs folder into the history store.
+
+        At start (`first`) this only opens the store, and indexes the folder when the store is empty: the first
+        run after an upgrade, or after a damaged database was replaced. Otherwise (a rescan) it adds the files it
+        does not know and forgets entries whose file was deleted outside the app.
+        """
+        worker = get_current_worker()
+        try:
+            store = self.open_history()
+            if store.recovered:
+                self.post_message(HistoryStatus(HistoryEvent("failed", message=store.recovered)))
+            self.post_message(HistoryStatus(HistoryEvent("opened")))
+            if first and store.count(include_deleted=True) > 0:
+                return
+            last = 0.0
+
+            def progress(done: int, total: int) -> None:
+                nonlocal last
+                if worker.is_cancelled:
+                    raise _ScanCancelled
+                now = time.monotonic()
+                if now - last >= PROGRESS_INTERVAL or done == total:
+                    last = now
+                    self.post_message(HistoryStatus(HistoryEvent("progress", done=done, total=total)))
+
+            report = store.import_folder(self.config.outputs_dir, progress=progress)
+            removed = 0 if first else store.remove_missing()
+        except _ScanCancelled:
+            return
+        except PeropixError as exc:
+            self.post_message(HistoryStatus(HistoryEvent("failed", message=str(exc))))
+            return
+        for path, reason in report.skipped:
+            log.info("history import skipped %s: %s", path, reason)
+        event = HistoryEvent("imported", added=report.added, skipped=len(report.skipped), removed=removed)
+        self.post_message(HistoryStatus(event))
+
+    def on_history_status(self, message: HistoryStatus) -> None:
+        event = message.event
+        if event.kind == "failed":
+            self.notify(event.message, title="History", severity="warning", markup=False, timeout=10)
+        elif event.kind == "imported" and (event.added or event.skipped or event.removed):
+            parts = [f"{event.added} image{'s' if event.added != 1 else ''} indexed"]
+            if event.removed:
+                parts.append(f"{event.removed} missing forgotten")
+            if event.skipped:
+                parts.append(f"{event.skipped} unreadable skipped (see the log)")
+            self.notify(", ".join(parts), title="History", markup=False)
+        self._publish_history(event)
+
+    def on_history_added(self, message: HistoryAdded) -> None:
+        self._publish_history(HistoryEvent("added", entry_id=message.entry_id))
+
+    def _publish_history(self, event: HistoryEvent) -> None:
+        if event.changes_entries:
+            self.history_version += 1
+        self.history_event = event
+        self.history_signal.publish(event)
+
+    async def on_apply_settings(self, message: ApplySettings) -> None:
+        await self.switch_mode("generate")
+        # The mode's own screen, not a modal that may be open above it.
+        self.screen_stack[0].post_message(message.forwarded())
 
     # Actions ---------------------------------------------------------------------------------------------------
 
@@ -130,13 +264,22 @@ class PeropixApp(App[int]):
 
     async def on_unmount(self) -> None:
         await self.jobs.aclose()
+        await self.nai.aclose()
+        scans: list[Worker[Any]] = [w for w in self.workers if w.group == "history-scan"]
+        for scan in scans:
+            scan.cancel()
+        await self.workers.wait_for_complete(scans)
+        with self._history_lock:
+            if self.history is not None:
+                self.history.close()
 
 
-def run_app(dirs: AppDirs, *, mouse: bool = True) -> int:
-    """Probe the terminal's image support (it must happen before the app starts), then run the TUI."""
+def run_app(dirs: AppDirs, *, mouse: bool = True, sandbox: SandboxSession | None = None) -> int:
+    """Probe the terminal's image support (it must happen before the app starts), then run the TUI; `sandbox`
+    is the session `--sandbox` started, which the app then talks to."""
     from peropix_tui.widgets.image_preview import probe_terminal
 
     probe_terminal()
-    app = PeropixApp(dirs)
+    app = PeropixApp(dirs, sandbox=sandbox, welcome=True)
     result = app.run(mouse=mouse and app.config.settings.ui.mouse)
     return result if isinstance(result, int) else (app.return_code or 0)

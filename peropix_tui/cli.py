@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from peropix_tui import __version__
-from peropix_tui.commands import config_cmd, generate_cmd, meta, sandbox_cmd
+from peropix_tui.commands import civitai_cmd, config_cmd, generate_cmd, meta, sandbox_cmd
 from peropix_tui.core.errors import PeropixError
 from peropix_tui.core.logs import setup_logging
 from peropix_tui.core.paths import AppDirs
@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sandbox", action="store_true", help=SANDBOX_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     generate_cmd.register(sub)
+    civitai_cmd.register(sub)
     meta.register(sub)
     config_cmd.register(sub)
     sandbox_cmd.register(sub)
@@ -69,7 +70,11 @@ def _maybe_sandbox(enabled: bool, *, announce: bool) -> Iterator[SandboxSession 
 
     with sandbox_session() as session:
         if announce:
-            print(f"peropix: SANDBOX: using the local fake NovelAI at {session.base_url}", file=sys.stderr)
+            print(
+                f"peropix: SANDBOX: using the local fake NovelAI at {session.base_url} "
+                f"and CivitAI at {session.civitai_url}",
+                file=sys.stderr,
+            )
         yield session
 
 

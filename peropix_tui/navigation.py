@@ -15,7 +15,7 @@ class ModeInfo:
 
 MODE_INFO: tuple[ModeInfo, ...] = (
     ModeInfo("generate", "Generate", "f2", "Prompt editor and generation parameters"),
-    ModeInfo("history", "History", "f3", "Images in the outputs folder with their metadata"),
+    ModeInfo("history", "History", "f3", "Image history: filter, favourites, trash, apply settings back"),
     ModeInfo("downloads", "Downloads", "f4", "CivitAI download queue and logs"),
     ModeInfo("prompts", "Prompt tools", "f6", "LoRA reconciliation, word filters, vocabulary"),
     ModeInfo("settings", "Settings", "f7", "Paths, endpoints, secrets, renderer, theme"),

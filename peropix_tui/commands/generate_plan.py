@@ -28,9 +28,8 @@ from peropix_tui.engine.nai.models import (
     MODELS,
     max_samples,
     model_spec,
-    same_encoding_family,
 )
-from peropix_tui.engine.nai.payload import check_request, snap_size
+from peropix_tui.engine.nai.payload import check_request_before_encoding, snap_size
 from peropix_tui.engine.nai.vibe_files import BUNDLE_SUFFIX, VIBE_SUFFIX, load_vibes
 from peropix_tui.engine.types import (
     GRID,
@@ -46,8 +45,6 @@ from peropix_tui.engine.types import (
 MAX_IMAGES: Final = 1000
 """Images one command may ask for (sent as several requests)."""
 UC_PRESET_OFF: Final = "off"
-PENDING_ENCODING: Final = b"<encoded when sent>"
-"""Stands in for a vibe encoding not made yet, wherever a request must be checked or shown before it is."""
 _SIZE_RE: Final = re.compile(r"\s*(\d{1,6})\s*[xX×*]\s*(\d{1,6})\s*")
 _CELL_RE: Final = re.compile(r"[A-Ea-e][1-5]")
 _NUMBER_RE: Final = re.compile(r"\d+(\.\d*)?|\.\d+")
@@ -303,25 +300,5 @@ def build_plan(args: argparse.Namespace) -> Plan:
     request = GenerationRequest(**fields, seed=seed)
     per_request = 1 if args.separate else min(args.n, max_samples(request.width, request.height))
     request = dataclasses.replace(request, n=per_request)
-    _check(request)
+    check_request_before_encoding(request)
     return Plan(request, args.n, per_request, tuple(warnings))
-
-
-def _check(request: GenerationRequest) -> None:
-    """Refuse what NovelAI would refuse before anything is sent (vibes still to encode count as encoded)."""
-    vibes = tuple(
-        dataclasses.replace(vibe, encoding=PENDING_ENCODING, encoding_model=None)
-        if needs_encoding(vibe, request.model)
-        else vibe
-        for vibe in request.vibes
-    )
-    check_request(dataclasses.replace(request, vibes=vibes))
-
-
-def needs_encoding(vibe: VibeRef, model: str) -> bool:
-    """Whether `vibe` must be encoded for `model` before it can be sent (and the encoding paid for)."""
-    if vibe.image is None:
-        return False
-    return vibe.encoding is None or (
-        vibe.encoding_model is not None and not same_encoding_family(vibe.encoding_model, model)
-    )

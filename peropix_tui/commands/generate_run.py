@@ -21,11 +21,10 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 import orjson
 
-from peropix_tui.commands.generate_plan import PENDING_ENCODING, Plan, needs_encoding
+from peropix_tui.commands.generate_plan import Plan
 from peropix_tui.core.config import Config
 from peropix_tui.core.errors import PeropixError
-from peropix_tui.core.history import HistoryStore, make_thumbnail
-from peropix_tui.core.outputs import save_image
+from peropix_tui.core.history import HistoryStore
 from peropix_tui.core.paths import AppDirs
 from peropix_tui.core.secrets import SecretStore
 from peropix_tui.engine.nai.client import (
@@ -38,8 +37,9 @@ from peropix_tui.engine.nai.client import (
 from peropix_tui.engine.nai.cost import OPUS_TIER, Account, estimate_cost
 from peropix_tui.engine.nai.errors import NaiForbiddenError, NaiHttpError, NaiResponseError, NaiValidationError
 from peropix_tui.engine.nai.models import VibeSupport, model_spec
-from peropix_tui.engine.nai.payload import build_payload, redacted_payload
+from peropix_tui.engine.nai.payload import PENDING_ENCODING, build_payload, needs_encoding, redacted_payload
 from peropix_tui.engine.nai.vibe_cache import VibeCache, VibeKey
+from peropix_tui.engine.run import HistoryOpener, SavedOutput, save_output
 from peropix_tui.engine.types import Action, GeneratedImage, GenerationRequest, ProgressEvent, read_image_input
 from peropix_tui.sandbox.session import NAI_PROVIDER, nai_provider, vibe_cache_dir
 
@@ -52,8 +52,10 @@ StreamFormat = Literal["msgpack", "sse"]
 PENDING_NOTE: Final = "<vibe encoding, made when sent (2 Anlas)>"
 
 
-def warn(message: str) -> None:
-    log.warning("%s", message)
+def warn(message: str, *, logged: bool = False) -> None:
+    """Tell the user on stderr, and the log unless the code that found the problem has already logged it."""
+    if not logged:
+        log.warning("%s", message)
     print(f"peropix: warning: {message}", file=sys.stderr)
 
 
@@ -136,18 +138,11 @@ def dry_run(plan: Plan, args: argparse.Namespace, config: Config) -> int:
 # --- the run -------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class SavedImage:
-    path: Path
-    seed: int
-    index: int
-
-
 @dataclass(slots=True)
 class Outcome:
     """What a run achieved so far; filled as it goes, so an error or Ctrl-C can still report it."""
 
-    saved: list[SavedImage] = field(default_factory=list)
+    saved: list[SavedOutput] = field(default_factory=list)
     cost: int | None = 0
     """Anlas spent, by the web's price; None when the model's price is not known."""
     balance: int | None = None
@@ -204,7 +199,7 @@ class _Display:
         """A streamed step of image `first + event.sample_index` of the run."""
         self._update((first + event.sample_index) * self.steps + min(event.step, self.steps))
 
-    def saved(self, image: SavedImage, count: int) -> None:
+    def saved(self, image: SavedOutput, count: int) -> None:
         self._update((image.index + 1) * self.steps, count)
         if self.lines:
             print(f"saved {image.path}  seed {image.seed}", flush=True)
@@ -222,26 +217,19 @@ def _open_history(config: Config) -> HistoryStore | None:
 
 
 class _Saver:
-    """Writes each image into the outputs folder and indexes it; an image that cannot be indexed is still
-    saved (the history can be rebuilt from the folder), one that cannot be saved stops the run."""
+    """Saves and indexes each image as the TUI does (`save_output`), numbered across the whole run; an image
+    that cannot be indexed is a warning, one that cannot be saved stops the run."""
 
     def __init__(self, out_dir: Path, provider: str, history: HistoryStore | None) -> None:
         self.out_dir = out_dir
         self.provider = provider
-        self.history = history
+        self.history: HistoryOpener | None = None if history is None else lambda: history
 
-    def __call__(self, image: GeneratedImage, index: int) -> SavedImage:
-        app_fields = {"provider": self.provider}
-        path = save_image(
-            image.data, seed=image.seed, outputs_dir=self.out_dir, extra_peropix=app_fields, fmt=image.format
-        )
-        if self.history is not None:
-            try:
-                meta = dataclasses.replace(image.metadata, peropix={**image.metadata.peropix, **app_fields})
-                self.history.add(path, meta, provider=self.provider, thumbnail=make_thumbnail(image.data))
-            except PeropixError as exc:
-                warn(f"{path} was saved but not indexed in the history: {exc}")
-        return SavedImage(path, image.seed, index)
+    def __call__(self, image: GeneratedImage, index: int) -> SavedOutput:
+        output = save_output(image, outputs_dir=self.out_dir, provider=self.provider, history=self.history)
+        if output.problem is not None:
+            warn(output.problem, logged=True)
+        return dataclasses.replace(output, index=index)
 
 
 async def _read_account(client: NovelAIClient) -> None:
@@ -258,7 +246,7 @@ async def _generate(
     client: NovelAIClient,
     *,
     streaming: bool,
-    save: Callable[[GeneratedImage, int], SavedImage],
+    save: Callable[[GeneratedImage, int], SavedOutput],
     display: _Display,
     outcome: Outcome,
 ) -> None:
@@ -288,7 +276,7 @@ async def _run(
     args: argparse.Namespace,
     config: Config,
     token: str,
-    save: Callable[[GeneratedImage, int], SavedImage],
+    save: Callable[[GeneratedImage, int], SavedOutput],
     outcome: Outcome,
 ) -> None:
     stream = stream_format(args)

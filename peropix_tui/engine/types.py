@@ -82,17 +82,6 @@ def read_image_input(source: ImageInput, field: str) -> bytes:
     return data
 
 
-def sniff_image_format(data: bytes) -> Literal["png", "webp", "jpeg"] | None:
-    """The container of `data` by its magic bytes (servers' Content-Type headers are not trusted)."""
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "png"
-    if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "webp"
-    if data.startswith(b"\xff\xd8\xff"):
-        return "jpeg"
-    return None
-
-
 def _check_int(field: str, value: object, low: int, high: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise RequestError(field, f"must be a whole number, not {value!r}")

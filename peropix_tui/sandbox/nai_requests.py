@@ -18,6 +18,7 @@ from typing import Any, Final
 
 from PIL import Image
 
+from peropix_tui.core.image_format import sniff_image_format
 from peropix_tui.engine.nai.charref import CANVASES
 from peropix_tui.engine.nai.cost import (
     CHARACTER_REFERENCE_COST,
@@ -42,7 +43,7 @@ from peropix_tui.engine.nai.models import (
     max_samples,
     model_spec,
 )
-from peropix_tui.engine.types import RequestError, sniff_image_format
+from peropix_tui.engine.types import RequestError
 from peropix_tui.sandbox.nai_vibe import encoding_family
 
 ACTIONS: Final = ("generate", "img2img", "infill")

@@ -14,7 +14,6 @@ Control endpoints under `/_sandbox/` (loopback only, no token) let a script stee
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import ipaddress
 import logging
@@ -33,6 +32,7 @@ import orjson
 
 from peropix_tui.core.errors import PeropixError
 from peropix_tui.engine.nai.cost import VIBE_ENCODE_COST
+from peropix_tui.engine.nai.wire import b64
 from peropix_tui.sandbox import nai_stream
 from peropix_tui.sandbox.nai_accounts import SandboxAccount, default_accounts
 from peropix_tui.sandbox.nai_faults import (
@@ -341,10 +341,6 @@ class NaiSandbox:
             self.accounts[token].charge(cost)
 
 
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "peropix-sandbox"
@@ -534,7 +530,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.sandbox.charge(token, cost)
             if "application/json" in self.headers.get("Accept", ""):
                 entries = [
-                    {"image": _b64(data), "index": i, "seed": job.sample_seed(i)} for i, data in enumerate(images)
+                    {"image": b64(data), "index": i, "seed": job.sample_seed(i)} for i, data in enumerate(images)
                 ]
                 self._send_json(200, {"images": entries})
                 return

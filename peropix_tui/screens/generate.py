@@ -1,31 +1,59 @@
-"""Generate: prompt and negative prompt editors and the generation parameters."""
+"""Generate: prompt and negative prompt editors, the generation parameters, the queue and the live preview.
+
+F5 (or ctrl+enter) queues the current settings as a job in the app's job manager; jobs run one NovelAI request
+at a time, each streamed step shows in the preview, and every image is saved and indexed as it arrives. The line
+above the footer prices the settings as they are edited (debounced) against the balance last read.
+"""
 
 from __future__ import annotations
 
+import secrets
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Final, cast
 
-from textual import work
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Footer, Header
+from textual.timer import Timer
+from textual.widgets import Footer, Header, Input, Select, Switch, TextArea
 
 from peropix_tui.core.errors import PeropixError
+from peropix_tui.core.jobs import JobContext, JobState
 from peropix_tui.core.vocabulary import Candidate, Vocabulary
+from peropix_tui.engine.nai.models import MAX_SEED
+from peropix_tui.messages import ApplySettings, HistoryAdded
+from peropix_tui.widgets.anlas_bar import AnlasBar
+from peropix_tui.widgets.job_queue import JobQueue
 from peropix_tui.widgets.parameter_form import ParameterForm
 from peropix_tui.widgets.prompt_editor import PromptEditor, PromptField
+from peropix_tui.widgets.stream_preview import StreamPreview
 
 if TYPE_CHECKING:
+    from peropix_tui.app import PeropixApp
     from peropix_tui.core.danbooru import TagStyle
+    from peropix_tui.engine.nai.cost import CostEstimate
+    from peropix_tui.engine.run import SavedOutput
     from peropix_tui.engine.types import GenerationRequest
+
+GENERATION_KIND: Final = "nai-generate"
+PRICE_DEBOUNCE_S: Final = 0.15
+"""Quiet time after an edit before the price is worked out again."""
 
 
 class GenerateScreen(Screen[None]):
     TITLE = "Generate"
+    DEFAULT_CSS = """
+    #generate-queue { height: 6; overflow-x: hidden; }
+    #generate-side { width: 25%; min-width: 18; border-left: vkey $primary; padding: 0 1; }
+    """
     BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("f5,ctrl+enter", "generate", "Generate", id="generate_queue"),
+        Binding("ctrl+r", "roll_seed", "Roll seed", show=False, id="generate_roll_seed"),
+        Binding("f8", "recall_last", "Last image's settings", show=False, id="generate_recall_last"),
         Binding("ctrl+l", "focus_prompt", "Prompt", id="generate_focus_prompt"),
         Binding("ctrl+g", "focus_negative", "Negative prompt", id="generate_focus_negative"),
         Binding("ctrl+o", "focus_parameters", "Parameters", id="generate_focus_parameters"),
@@ -37,17 +65,40 @@ class GenerateScreen(Screen[None]):
             super().__init__()
             self.vocabulary = vocabulary
 
+    class Prepared(Message):
+        """The price and generation modules are imported: prices can be shown and the balance read."""
+
+    class ImageSaved(Message):
+        def __init__(self, output: SavedOutput) -> None:
+            super().__init__()
+            self.output = output
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._prepared = False
+        self._price_timer: Timer | None = None
+        self._account_seen: int | None = None
+        self._last_entry: int | None = None
+        """The history entry of the last image saved here, for recalling its settings."""
+
     def compose(self) -> ComposeResult:
+        app = self._peropix
         yield Header()
         with Horizontal(id="generate-body"):
             with Vertical(id="generate-editors"):
                 yield PromptField("Prompt", id="prompt")
                 yield PromptField("Negative prompt", id="negative")
+                yield JobQueue(app.jobs, GENERATION_KIND, id="generate-queue")
+            with Vertical(id="generate-side"):
+                yield StreamPreview(app.image_widget, id="generate-preview")
+                yield AnlasBar(id="generate-anlas")
             yield ParameterForm(id="generate-params")
         yield Footer()
 
     def on_mount(self) -> None:
         self.query_one("#prompt-editor", PromptEditor).focus()
+        # After the first frame of the app (not of this screen, which a first-start modal may cover).
+        self.app.call_after_refresh(self._prepare)
         settings = self.app.config.settings  # type: ignore[attr-defined]
         style: TagStyle = "underscores" if settings.ui.underscores == "underscores" else "spaces"
         self._load_vocabulary([Path(p) for p in settings.paths.lora_dirs], style)
@@ -98,3 +149,194 @@ class GenerateScreen(Screen[None]):
             title="Settings are valid",
             markup=False,
         )
+
+    def on_apply_settings(self, message: ApplySettings) -> None:
+        """Settings sent back from an image (History pane): fill the form, then the editors, keeping undo."""
+        try:
+            applied = self.query_one(ParameterForm).apply(message.metadata, message.what)
+        except PeropixError as exc:
+            self.notify(str(exc), title="Settings not applied", severity="warning", markup=False)
+            return
+        for editor_id, text in (("#prompt-editor", applied.prompt), ("#negative-editor", applied.negative)):
+            if text is not None:
+                editor = self.query_one(editor_id, PromptEditor)
+                editor.replace(text, (0, 0), editor.document.end)
+        self.query_one("#prompt-editor", PromptEditor).focus()
+        taken = {"all": "Settings", "prompt": "Prompt", "seed": "Seed"}[message.what]
+        lines = [f"{taken} of {message.source or 'the image'} applied."]
+        if applied.prompt is not None:
+            preset = self.query_one(ParameterForm).uc_preset
+            lines.append(f"Undesired-content preset: {preset.value if preset is not None else 'none'}.")
+        lines.extend(applied.notes)
+        if applied.skipped:
+            lines.append("Not in the form: " + ", ".join(applied.skipped) + ".")
+        self.notify("\n".join(lines), title="Generate", markup=False)
+
+    # Generating ------------------------------------------------------------------------------------------------
+
+    @property
+    def _peropix(self) -> PeropixApp:
+        return cast("PeropixApp", self.app)
+
+    @work(thread=True, exclusive=True, group="generate-prepare", exit_on_error=False)
+    def _prepare(self) -> None:
+        # The price and generation modules pull in numpy and the HTTP client: import them off the UI thread,
+        # after the first frame, so neither start-up nor the first keystroke waits for them.
+        import peropix_tui.engine.nai.cost
+        import peropix_tui.engine.run  # noqa: F401
+
+        self.post_message(self.Prepared())
+
+    def on_generate_screen_prepared(self) -> None:
+        self._prepared = True
+        self._reprice()
+        self._refresh_balance()
+
+    def on_screen_resume(self) -> None:
+        # The welcome screen or the settings may have set a token or started the sandbox meanwhile.
+        nai = self._peropix.nai
+        if self._prepared and nai.account != self._account_seen:
+            self._refresh_balance()
+
+    @on(TextArea.Changed)
+    @on(Input.Changed)
+    @on(Select.Changed)
+    @on(Switch.Changed)
+    def _settings_changed(self) -> None:
+        if self._price_timer is not None:
+            self._price_timer.stop()
+        self._price_timer = self.set_timer(PRICE_DEBOUNCE_S, self._reprice)
+
+    def _estimate(self, request: GenerationRequest) -> CostEstimate | None:
+        from peropix_tui.engine.nai.cost import CostError, estimate_cost
+
+        subscription = self._peropix.nai.subscription
+        try:
+            return estimate_cost(request, subscription.account if subscription is not None else None)
+        except CostError:
+            return None
+
+    def _reprice(self) -> None:
+        self._price_timer = None
+        if not self._prepared:
+            return  # `on_generate_screen_prepared` prices the settings as soon as it can
+        bar = self.query_one(AnlasBar)
+        try:
+            request = self.current_request()
+        except PeropixError:
+            bar.show_price(None, "fix the settings first")
+            return
+        bar.show_price(self._estimate(request))
+
+    @work(exclusive=True, group="generate-balance", exit_on_error=False)
+    async def _refresh_balance(self) -> None:
+        nai = self._peropix.nai
+        self._account_seen = nai.account
+        bar = self.query_one(AnlasBar)
+        bar.show_sandbox(nai.sandbox is not None)
+        if not nai.has_token:
+            bar.show_account(None, "No NovelAI token (F7 Settings)")
+            return
+        bar.show_account(nai.subscription, "Balance: checking…")
+        try:
+            subscription = await nai.client().subscription()
+        except PeropixError as exc:
+            bar.show_account(None, "Balance unknown")
+            self.notify(str(exc), title="NovelAI account", severity="warning", markup=False, timeout=10)
+            return
+        bar.show_account(subscription)
+        self._reprice()
+
+    def action_generate(self) -> None:
+        """Queue the current settings as a generation job (the queue runs one NovelAI request at a time)."""
+        try:
+            request = self.current_request()
+        except PeropixError as exc:
+            self.notify(str(exc), title="Settings not valid", severity="error", markup=False)
+            return
+        app = self._peropix
+        if not app.nai.has_token:
+            self.notify(
+                "No NovelAI token: save one in Settings (F7), or start peropix with --sandbox to try it offline",
+                title="Cannot generate",
+                severity="error",
+                markup=False,
+            )
+            return
+        price = "?"
+        if self._prepared:
+            estimate = self._estimate(request)
+            price = "?" if estimate is None else "FREE" if estimate.free else f"{estimate.total:,}"
+        name = " ".join(request.prompt.split()) or "(empty prompt)"
+        job = app.jobs.submit(self._generation(request), name=name, kind=GENERATION_KIND, group="nai")
+        self.query_one(JobQueue).set_price(job.id, price)
+
+    def _generation(self, request: GenerationRequest) -> Callable[[JobContext], Awaitable[list[SavedOutput]]]:
+        app = self._peropix
+
+        async def generate(ctx: JobContext) -> list[SavedOutput]:
+            from peropix_tui.engine.run import run_generation
+
+            # Looked up when the job runs, so a retry after a new token or the sandbox uses them.
+            return await run_generation(
+                ctx,
+                app.nai.client(),
+                request,
+                outputs_dir=app.config.outputs_dir,
+                provider=app.nai.provider,
+                history=app.open_history,
+                on_saved=self._saved,
+            )
+
+        return generate
+
+    def _saved(self, output: SavedOutput) -> None:
+        self.post_message(self.ImageSaved(output))
+        if output.entry_id is not None:
+            self.app.post_message(HistoryAdded(output.entry_id))
+
+    def on_generate_screen_image_saved(self, message: ImageSaved) -> None:
+        output = message.output
+        self._last_entry = output.entry_id if output.entry_id is not None else self._last_entry
+        self.query_one(StreamPreview).show_frame(output.path)
+        if output.problem is not None:
+            self.notify(output.problem, title="History", severity="warning", markup=False)
+
+    def on_job_queue_updated(self, message: JobQueue.Updated) -> None:
+        event = message.event
+        frame = event.extra.get("preview")
+        if event.kind == "progress" and isinstance(frame, bytes):
+            self.query_one(StreamPreview).show_frame(frame)
+        if event.kind != "state":
+            return
+        if event.state is JobState.FAILED:
+            self.notify(event.message, title=f"Generation #{event.job_id} failed", severity="error", markup=False)
+            self._refresh_balance()
+        elif event.state is JobState.DONE:
+            # The client read the account again after the images came: no request needed for the balance.
+            self.query_one(AnlasBar).show_account(self._peropix.nai.subscription)
+            self._reprice()
+
+    def action_roll_seed(self) -> None:
+        """A new random seed in the form (the seed field otherwise stays as typed: locked)."""
+        self.query_one("#param-seed", Input).value = str(secrets.randbelow(MAX_SEED) + 1)
+
+    def action_recall_last(self) -> None:
+        """Fill the editors and the form from the last image's settings."""
+        self._recall_last(self._last_entry)
+
+    @work(thread=True, exclusive=True, group="generate-recall", exit_on_error=False)
+    def _recall_last(self, entry_id: int | None) -> None:
+        try:
+            store = self._peropix.open_history()
+            entry = store.get(entry_id) if entry_id is not None else None
+            if entry is None:
+                newest = store.page(0, 1)
+                entry = newest[0] if newest else None
+        except PeropixError as exc:
+            self.notify(str(exc), title="History", severity="error", markup=False)
+            return
+        if entry is None:
+            self.notify("No image yet: generate one first", title="Generate", severity="warning", markup=False)
+            return
+        self.app.post_message(ApplySettings(entry.metadata(), "all", entry.path.name))

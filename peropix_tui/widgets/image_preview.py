@@ -2,7 +2,8 @@
 
 textual-image asks the terminal what it supports when it is first imported, and that query no longer works once
 the app owns the terminal, so `probe_terminal()` runs before `App.run`. Decoding and thumbnailing happen in a
-thread worker; the widget only receives a small, already-decoded image.
+thread worker; the widget only receives a small, already-decoded image. A small stored thumbnail may be shown at
+once while the full image decodes, so moving through a list never waits on a file.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import io
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +32,9 @@ log = logging.getLogger(__name__)
 RENDERERS = ("auto", "tgp", "sixel", "halfcell", "unicode", "off")
 MAX_THUMBNAIL = (768, 768)
 MAX_PIXELS = 80_000_000
+INLINE_MAX_BYTES = 1 << 20
+INLINE_MAX_PIXELS = 1024 * 1024
+"""Limits for a placeholder thumbnail decoded on the UI thread; a bigger one is skipped, never decoded there."""
 
 
 def probe_terminal() -> None:
@@ -83,12 +88,14 @@ class Thumbnail:
     height: int
 
 
-def load_thumbnail(source: Path | bytes, max_size: tuple[int, int] = MAX_THUMBNAIL) -> Thumbnail:
+def load_thumbnail(
+    source: Path | bytes, max_size: tuple[int, int] = MAX_THUMBNAIL, *, max_pixels: int = MAX_PIXELS
+) -> Thumbnail:
     """Decode an image file or bytes and shrink it for display; raises ValueError with a one-line reason."""
     try:
         data = source if isinstance(source, bytes) else Path(source).read_bytes()
         with PILImage.open(io.BytesIO(data)) as im:
-            if im.width * im.height > MAX_PIXELS:
+            if im.width * im.height > max_pixels:
                 raise ValueError(f"image too large to preview ({im.width}×{im.height})")
             width, height = im.size
             im.draft("RGB", max_size)
@@ -120,6 +127,8 @@ class ImagePreview(Container):
         super().__init__(id=id)
         self.renderer = renderer
         self._request = 0
+        self._placeholder: int | None = None
+        """The request whose stored thumbnail is on display."""
 
     def compose(self) -> ComposeResult:
         note = "previews are off (Settings → image renderer)" if self.renderer == "off" else "no image"
@@ -127,14 +136,38 @@ class ImagePreview(Container):
 
     def clear(self, note: str = "no image") -> None:
         self._request += 1
+        self._placeholder = None
         self.remove_children()
         self.mount(Static(note, classes="preview-note", markup=False))
 
-    def show(self, source: Path | bytes) -> None:
+    def show(self, source: Path | bytes, *, thumbnail: bytes | None = None, delay: float = 0.0) -> None:
+        """Display `source`, decoded in a worker.
+
+        `thumbnail`, a small encoded image, is shown at once meanwhile, and stays when `source` cannot be read.
+        With `delay`, the decode starts only if no other image was asked for in that many seconds, so holding
+        a cursor key decodes the image it stops on, not every one it passes.
+        """
         if self.renderer == "off":
             return
         self._request += 1
-        self._decode(source, self._request)
+        request = self._request
+        self._placeholder = None
+        if thumbnail is not None and len(thumbnail) <= INLINE_MAX_BYTES:
+            try:
+                small = load_thumbnail(thumbnail, max_pixels=INLINE_MAX_PIXELS)
+            except ValueError as exc:
+                log.info("stored thumbnail not shown: %s", exc)
+            else:
+                self._placeholder = request
+                self._display(small)
+        if delay > 0:
+            self.set_timer(delay, partial(self._start, source, request))
+        else:
+            self._decode(source, request)
+
+    def _start(self, source: Path | bytes, request: int) -> None:
+        if request == self._request:
+            self._decode(source, request)
 
     @work(thread=True, exclusive=True, group="image-preview", exit_on_error=False)
     def _decode(self, source: Path | bytes, request: int) -> None:
@@ -150,12 +183,22 @@ class ImagePreview(Container):
         event.stop()
         if event.preview is not self or event.request != self._request:
             return  # a newer image was requested meanwhile
-        self.remove_children()
         if event.thumb is None:
+            if self._placeholder == event.request:
+                return  # the stored thumbnail is better than an error note
+            self.remove_children()
             self.mount(Static(event.error or "cannot show image", classes="preview-note", markup=False))
             return
+        self._placeholder = None
+        self._display(event.thumb)
+
+    def _display(self, thumb: Thumbnail) -> None:
         cls = image_widget_class(self.renderer)
         if cls is None:
             return
-        widget = cls(event.thumb.image, classes="preview-image")
-        self.mount(widget)
+        current = self.query_children(".preview-image")
+        if len(current) == 1 and type(current.first()) is cls:
+            current.first().image = thumb.image  # type: ignore[attr-defined]  # textual-image widgets
+            return
+        self.remove_children()
+        self.mount(cls(thumb.image, classes="preview-image"))

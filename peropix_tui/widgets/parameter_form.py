@@ -2,13 +2,14 @@
 
 Choices come from the NovelAI model table (samplers and schedules follow the chosen model), and `request()`
 turns the form into a validated `GenerationRequest`, so the form can never hold a value the engine refuses
-without saying which field is wrong.
+without saying which field is wrong. `apply()` fills it from an image's settings; the undesired-content preset
+and dataset found in that image's prompts are kept for `request()`, so applying settings back reproduces them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from textual import on
 from textual.app import ComposeResult
@@ -16,8 +17,13 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Input, Label, Select, Switch
 
 from peropix_tui.core.errors import PeropixError
-from peropix_tui.engine.nai.models import DEFAULT_MODEL, MODELS, model_spec
-from peropix_tui.engine.types import GenerationRequest
+from peropix_tui.engine.nai.image_settings import settings_from_metadata
+from peropix_tui.engine.nai.models import DEFAULT_MODEL, MAX_SEED, MODELS, model_spec
+from peropix_tui.engine.types import GenerationRequest, UcPreset
+
+if TYPE_CHECKING:
+    from peropix_tui.core.metadata import ImageMetadata
+    from peropix_tui.messages import ApplyWhat
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +54,24 @@ class FormError(PeropixError):
     """A parameter field holds a value that is not a number or not allowed."""
 
 
+@dataclass(slots=True)
+class AppliedSettings:
+    """What `ParameterForm.apply` did: the prompts for the editors, and what the form could not take over."""
+
+    prompt: str | None = None
+    """The image's prompt without the quality tags and dataset prefix the switches add (None: not asked for)."""
+    negative: str | None = None
+    skipped: list[str] = field(default_factory=list)
+    """Settings of the image this form has no field for, one short phrase each ("3 character prompts")."""
+    notes: list[str] = field(default_factory=list)
+    """What was changed to fit NovelAI (an unknown model, a size snapped), one sentence each."""
+
+
 class ParameterForm(VerticalScroll):
+    uc_preset: UcPreset | None = UcPreset.HEAVY
+    """The undesired-content preset for `request()`; `apply` sets the one found in an image's negative prompt."""
+    dataset: str | None = None
+
     DEFAULT_CSS = """
     ParameterForm {
         width: 40; padding: 0 1; border-left: vkey $primary;
@@ -175,9 +198,79 @@ class ParameterForm(VerticalScroll):
                 n=self._number("param-n", "Images", int),
                 variety=self.query_one("#param-variety", Switch).value,
                 quality_tags=self.query_one("#param-quality", Switch).value,
+                uc_preset=self.uc_preset,
+                dataset=self.dataset,
             )
         except PeropixError as exc:
             self.query_one("#param-error", Label).update(str(exc))
             raise
         self.query_one("#param-error", Label).update("")
         return request
+
+    # Applying an image's settings ----------------------------------------------------------------------------
+
+    def apply(self, meta: ImageMetadata, what: ApplyWhat) -> AppliedSettings:
+        """Fill the form from `meta`: every setting (`all`), the prompts' flags (`prompt`) or the seed (`seed`).
+
+        The settings come from `settings_from_metadata`, as for `peropix generate --from-image`: NovelAI's
+        quality tags and undesired-content preset become the switch and preset again instead of text that would
+        be added a second time. Raises PeropixError when the image holds no settings.
+        """
+        applied = AppliedSettings()
+        if what == "seed":
+            if meta.seed is None or not 1 <= meta.seed <= MAX_SEED:
+                raise FormError(f"the image has no NovelAI seed to reuse (recorded: {meta.seed})")
+            self.query_one("#param-seed", Input).value = str(meta.seed)
+            return applied
+        settings = settings_from_metadata(meta)
+        fields = settings.fields
+        applied.prompt, applied.negative = fields["prompt"], fields["negative"]
+        self.query_one("#param-quality", Switch).value = fields["quality_tags"]
+        self.uc_preset = fields["uc_preset"]
+        self.dataset = fields["dataset"]
+        if fields.get("characters"):
+            count = len(fields["characters"])
+            applied.skipped.append(f"{count} character prompt{'s' if count > 1 else ''}")
+        if what == "all":
+            applied.notes.extend(settings.warnings)
+            self._apply_parameters(fields, applied.skipped)
+        return applied
+
+    def _apply_parameters(self, fields: dict[str, Any], skipped: list[str]) -> None:
+        spec = model_spec(fields["model"])
+        if spec.legacy:
+            skipped.append(f"model {spec.label}")
+            spec = model_spec(str(self.query_one("#param-model", Select).value))
+        else:
+            with self.prevent(Select.Changed):
+                self.query_one("#param-model", Select).value = spec.id
+            self._model_changed(spec.id)
+        if "width" in fields and "height" in fields:
+            self._apply_size(fields["width"], fields["height"])
+        for field_id, name in (("param-steps", "steps"), ("param-scale", "scale"), ("param-rescale", "cfg_rescale")):
+            if name in fields:
+                self.query_one(f"#{field_id}", Input).value = f"{fields[name]:g}"
+        for select_id, name, allowed in (
+            ("param-sampler", "sampler", spec.samplers),
+            ("param-schedule", "scheduler", spec.schedules),
+        ):
+            if fields.get(name) in allowed:
+                self.query_one(f"#{select_id}", Select).value = fields[name]
+            elif name in fields:
+                skipped.append(f"{name} {fields[name]}")
+        if spec.variety_sigma is not None:
+            self.query_one("#param-variety", Switch).value = bool(fields.get("variety"))
+        self.query_one("#param-seed", Input).value = str(fields.get("seed", ""))
+        if fields.get("smea"):
+            skipped.append("SMEA")
+        if fields.get("vibes"):
+            skipped.append("vibes")
+
+    def _apply_size(self, width: int, height: int) -> None:
+        preset = next((p.label for p in SIZE_PRESETS if (p.width, p.height) == (width, height)), CUSTOM)
+        with self.prevent(Select.Changed):
+            self.query_one("#param-size", Select).value = preset
+        for widget in self.query("#param-size-custom, #param-size-label"):
+            widget.set_class(preset != CUSTOM, "-hidden")
+        self.query_one("#param-width", Input).value = str(width)
+        self.query_one("#param-height", Input).value = str(height)

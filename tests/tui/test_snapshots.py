@@ -12,8 +12,11 @@ from pathlib import Path
 
 import pytest
 from textual.pilot import Pilot
+from textual.widgets import Input
 
 from peropix_tui.app import PeropixApp
+from peropix_tui.sandbox.session import sandbox_session
+from peropix_tui.widgets.prompt_editor import PromptEditor
 
 FIXED = Path("/tmp/peropix-snapshots")
 SIZE = (100, 30)
@@ -85,3 +88,33 @@ def test_help(snap_compare: Callable[..., bool]) -> None:
 
 def test_generate_small_terminal(snap_compare: Callable[..., bool]) -> None:
     assert snap_compare(app(), terminal_size=(80, 24), run_before=settled())
+
+
+def test_welcome(snap_compare: Callable[..., bool]) -> None:
+    async def shown(pilot: Pilot[object]) -> None:
+        await settled()(pilot)
+        for field in pilot.app.screen.query(Input):
+            field.cursor_blink = False  # the token field has the focus: its cursor must not blink mid-capture
+
+    first_start = PeropixApp(image_widget="halfcell", welcome=True)
+    assert snap_compare(first_start, terminal_size=SIZE, run_before=shown)
+
+
+def test_generate_after_a_sandbox_image(snap_compare: Callable[..., bool]) -> None:
+    async def generated(pilot: Pilot[object]) -> None:
+        app = pilot.app
+        assert isinstance(app, PeropixApp)
+        await pilot.pause(0.2)
+        await app.workers.wait_for_complete()
+        app.screen.query_one("#prompt-editor", PromptEditor).text = "1girl, silver hair, night sky"
+        app.screen.query_one("#param-seed", Input).value = "1234"  # the sandbox draws the same image for a seed
+        await pilot.press("f5")
+        while app.jobs.active_count or not app.jobs.jobs:
+            await pilot.pause(0.05)
+        await pilot.pause(0.3)
+        await app.workers.wait_for_complete()
+        await pilot.pause(0.4)
+
+    with sandbox_session() as session:
+        app = PeropixApp(image_widget="halfcell", sandbox=session)
+        assert snap_compare(app, terminal_size=SIZE, run_before=generated)

@@ -1,18 +1,52 @@
-"""Shared pieces of the sandbox NovelAI server tests: web-shaped request bodies, images, stream parsers."""
+"""Shared pieces of the sandbox NovelAI server and client tests: web-shaped request bodies, images, stream
+parsers, a recording retry wait and small requests."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import msgpack
 import numpy as np
 from PIL import Image
 
+from peropix_tui.engine.nai.client import NovelAIClient
+from peropix_tui.engine.types import GenerationRequest
+from peropix_tui.sandbox.nai_accounts import SANDBOX_TOKEN
+from peropix_tui.sandbox.nai_server import NaiSandbox, RecordedRequest
+
 V45 = "nai-diffusion-4-5-full"
+AUTH = {"Authorization": f"Bearer {SANDBOX_TOKEN}"}
+
+MakeClient = Callable[..., NovelAIClient]
+
+
+class RecordingSleep:
+    """The retry wait: records each delay and sleeps only `scale` of it."""
+
+    def __init__(self, scale: float = 0.0) -> None:
+        self.delays: list[float] = []
+        self.scale = scale
+
+    async def __call__(self, seconds: float) -> None:
+        self.delays.append(seconds)
+        await asyncio.sleep(seconds * self.scale)
+
+
+def small(prompt: str = "1girl, solo, silver hair", **changes: Any) -> GenerationRequest:
+    """A cheap request: 256x256, 4 steps, a fixed seed unless `changes` say otherwise."""
+    settings: dict[str, Any] = {"width": 256, "height": 256, "steps": 4, "seed": 1234}
+    settings.update(changes)
+    return GenerationRequest(prompt, **settings)
+
+
+def on(sandbox: NaiSandbox, *paths: str) -> list[RecordedRequest]:
+    """The requests the sandbox recorded on any of `paths`, oldest first."""
+    return [r for r in sandbox.requests if r.path in paths]
 
 
 def png_bytes(width: int, height: int, colour: tuple[int, int, int] = (200, 40, 90), mode: str = "RGB") -> bytes:

@@ -25,8 +25,8 @@ from peropix_tui.core.errors import PeropixError
 from peropix_tui.core.history import HistoryStore
 from peropix_tui.core.metadata import read_metadata
 from peropix_tui.engine.nai.cost import OPUS_TIER, Account, estimate_cost
-from peropix_tui.engine.nai.image_settings import grid_cell, settings_from_metadata
-from peropix_tui.engine.nai.models import position_center
+from peropix_tui.engine.nai.image_settings import settings_from_metadata
+from peropix_tui.engine.nai.models import grid_cell, position_center
 from peropix_tui.engine.nai.payload import build_payload, redacted_payload
 from peropix_tui.engine.nai.vibe_files import make_vibe_file, save_vibes
 from peropix_tui.engine.types import CharacterPrompt, CharacterReference, GenerationRequest, UcPreset
@@ -188,6 +188,15 @@ def test_large_runs_go_out_in_batches_with_following_seeds(
     assert [(r.body["parameters"]["seed"], r.body["parameters"]["n_samples"]) for r in requests] == [(50, 2), (52, 1)]
     if flags == ["--sse"]:
         assert all(r.body["parameters"]["stream"] == "sse" for r in requests)
+
+
+def test_images_are_numbered_across_the_batches_of_a_run(
+    sandbox: NaiSandbox, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = generate(capsys, "--prompt", PROMPT, "--n", "3", "--seed", "50", "--size", "1024x1536", "--json")
+    assert result.code == 0, result.err
+    assert [(i["index"], i["seed"]) for i in result.json()["images"]] == [(0, 50), (1, 51), (2, 52)]
+    assert [b["parameters"]["n_samples"] for b in generated(sandbox)] == [2, 1]
 
 
 def test_separate_sends_one_request_per_image(sandbox: NaiSandbox, capsys: pytest.CaptureFixture[str]) -> None:

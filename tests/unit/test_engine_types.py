@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from peropix_tui.core.image_format import sniff_image_format
 from peropix_tui.core.metadata import ImageMetadata
 from peropix_tui.engine.types import (
     MAX_IMAGE_BYTES,
@@ -20,7 +21,6 @@ from peropix_tui.engine.types import (
     RequestError,
     VibeRef,
     read_image_input,
-    sniff_image_format,
 )
 
 PNG = b"\x89PNG\r\n\x1a\nrest"

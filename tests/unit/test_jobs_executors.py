@@ -7,6 +7,7 @@ import threading
 import time
 
 import pytest
+from jobs_helpers import token_aware_steps
 
 from peropix_tui.core.errors import ConfigError
 from peropix_tui.core.jobs import (
@@ -15,7 +16,6 @@ from peropix_tui.core.jobs import (
     Executors,
     ExecutorSizeError,
     ExecutorSizes,
-    JobCancelled,
 )
 
 
@@ -102,18 +102,7 @@ async def test_context_variables_reach_the_thread() -> None:
 async def test_cancelled_run_waits_for_the_thread_and_sets_the_token() -> None:
     started = threading.Event()
     ended: list[str] = []
-
-    def steps(token: CancelToken) -> str:
-        started.set()
-        try:
-            for _ in range(2000):
-                token.raise_if_cancelled()
-                time.sleep(0.005)
-        except JobCancelled:
-            ended.append("cancelled")
-            raise
-        ended.append("finished")
-        return "finished"
+    steps = token_aware_steps(started, ended)
 
     with Executors() as pools:
         token = CancelToken()

@@ -5,14 +5,13 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
 import pytest
+from jobs_helpers import token_aware_steps
 
 from peropix_tui.core.errors import PeropixError
 from peropix_tui.core.jobs import (
-    CancelToken,
     JobCancelled,
     JobContext,
     JobEvent,
@@ -36,22 +35,6 @@ def _value(value: T) -> JobFn[T]:
         return value
 
     return fn
-
-
-def _token_aware_steps(started: threading.Event, ended: list[str]) -> Callable[[CancelToken], str]:
-    def steps(token: CancelToken) -> str:
-        started.set()
-        try:
-            for _ in range(4000):
-                token.raise_if_cancelled()
-                time.sleep(0.005)
-        except JobCancelled:
-            ended.append("cancelled")
-            raise
-        ended.append("finished")
-        return "finished"
-
-    return steps
 
 
 async def test_lifecycle_and_event_order() -> None:
@@ -177,7 +160,7 @@ async def test_cancel_queued_job_never_runs() -> None:
 async def test_cancel_running_job_blocked_in_executor() -> None:
     started = threading.Event()
     ended: list[str] = []
-    steps = _token_aware_steps(started, ended)
+    steps = token_aware_steps(started, ended)
 
     async def generate(ctx: JobContext) -> str:
         return await ctx.run_in("gpu", steps, ctx.token)
@@ -420,7 +403,7 @@ async def test_gpu_executor_serialises_concurrent_jobs() -> None:
 async def test_aclose_cancels_everything_and_ends_streams() -> None:
     started = threading.Event()
     ended: list[str] = []
-    steps = _token_aware_steps(started, ended)
+    steps = token_aware_steps(started, ended)
 
     async def on_gpu(ctx: JobContext) -> str:
         return await ctx.run_in("gpu", steps, ctx.token)

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from safetensors.numpy import save_file
+from safetensors_helpers import BOO, FIXTURES, PEPPER, kohya_metadata, raw_file
 
 from peropix_tui.core.lora_library import (
     LoraFile,
@@ -24,16 +25,6 @@ from peropix_tui.core.lora_library import (
     tag_frequency,
 )
 from peropix_tui.core.safetensors import SafetensorsError
-
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "lora"
-PEPPER = "metadata__civitai_civitai__Pepper__Carrot-headerData-jsonb.json"
-BOO = "metadata__rockerBOO_lora-inspector-rs__boo-safetensors-ground-truth.json"
-
-
-def kohya_metadata(name: str) -> dict[str, str]:
-    """A real kohya `__metadata__` map; nested values go back to the JSON strings kohya writes."""
-    raw = json.loads((FIXTURES / name).read_text(encoding="utf-8"))
-    return {key: value if isinstance(value, str) else json.dumps(value) for key, value in raw.items()}
 
 
 def lora_tensors(rank: int = 4) -> dict[str, np.ndarray]:
@@ -51,10 +42,8 @@ def make_lora(path: Path, metadata: dict[str, str] | None = None, rank: int = 4)
     return path
 
 
-def damaged(path: Path, header: bytes = b"{not json}") -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(struct.pack("<Q", len(header)) + header)
-    return path
+def damaged(path: Path) -> Path:
+    return raw_file(path, b"{not json}")
 
 
 # Reading one file ------------------------------------------------------------------------------------------

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from peropix_tui.core.image_format import sniff_image_format
 from peropix_tui.core.metadata import MetadataError
 from peropix_tui.core.metadata.containers import (
-    image_format,
     jpeg_exif,
     jpeg_segments,
     strip_jpeg,
@@ -88,10 +88,10 @@ def test_damaged_exif_is_a_metadata_error() -> None:
 
 
 def test_format_sniffing() -> None:
-    assert image_format(JPEG.read_bytes()[:16]) == "jpeg"
-    assert image_format(NAI_WEBP.read_bytes()[:16]) == "webp"
-    assert image_format(b"\x89PNG\r\n\x1a\n....") == "png"
-    assert image_format(b"GIF89a") is None
+    assert sniff_image_format(JPEG.read_bytes()[:16]) == "jpeg"
+    assert sniff_image_format(NAI_WEBP.read_bytes()[:16]) == "webp"
+    assert sniff_image_format(b"\x89PNG\r\n\x1a\n....") == "png"
+    assert sniff_image_format(b"GIF89a") is None
 
 
 def test_strip_jpeg_keeps_image_data_and_decodes_the_same() -> None:

@@ -12,10 +12,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image, PngImagePlugin
 
+from peropix_tui.core.image_format import PNG_SIGNATURE
 from peropix_tui.core.metadata import MetadataError
 from peropix_tui.core.metadata.inflate import TEXT_LIMIT
 from peropix_tui.core.metadata.pngchunks import (
-    PNG_SIGNATURE,
     Chunk,
     build_png,
     decode_text_chunk,

@@ -8,7 +8,6 @@ import base64
 import io
 import re
 import socket
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +15,11 @@ import numpy as np
 import orjson
 import pytest
 from PIL import Image
-from sandbox_nai_helpers import png_bytes
+from sandbox_nai_helpers import V45, MakeClient, RecordingSleep, on, png_bytes, small
 
 from peropix_tui import __version__
 from peropix_tui.core.config import Config
+from peropix_tui.core.image_format import sniff_image_format
 from peropix_tui.core.jobs import Executors
 from peropix_tui.core.paths import AppDirs
 from peropix_tui.core.secrets import SecretStore
@@ -31,73 +31,16 @@ from peropix_tui.engine.nai.vibe_files import load_vibes, save_vibes
 from peropix_tui.engine.types import (
     CharacterPrompt,
     CharacterReference,
-    GenerationRequest,
     ProgressEvent,
     RequestError,
     VibeRef,
-    sniff_image_format,
 )
 from peropix_tui.sandbox.nai_accounts import SANDBOX_OPUS_TOKEN, SANDBOX_TOKEN, SandboxAccount
 from peropix_tui.sandbox.nai_faults import ENCODE_PATH, GENERATE_PATH, STREAM_PATH, SUBSCRIPTION_PATH
-from peropix_tui.sandbox.nai_server import NaiSandbox, RecordedRequest
+from peropix_tui.sandbox.nai_server import NaiSandbox
 
-V45 = "nai-diffusion-4-5-full"
 V4 = "nai-diffusion-4-full"
 START_BALANCE = 10_000
-
-
-class RecordingSleep:
-    """The retry wait: records each delay and sleeps only `scale` of it."""
-
-    def __init__(self, scale: float = 0.0) -> None:
-        self.delays: list[float] = []
-        self.scale = scale
-
-    async def __call__(self, seconds: float) -> None:
-        self.delays.append(seconds)
-        await asyncio.sleep(seconds * self.scale)
-
-
-MakeClient = Callable[..., NovelAIClient]
-
-
-@pytest.fixture
-def sandbox() -> Any:
-    with NaiSandbox() as server:
-        yield server
-
-
-@pytest.fixture
-def sleeps() -> RecordingSleep:
-    return RecordingSleep()
-
-
-@pytest.fixture
-async def make_client(sandbox: NaiSandbox, tmp_path: Path, sleeps: RecordingSleep) -> AsyncIterator[MakeClient]:
-    clients: list[NovelAIClient] = []
-
-    def make(token: str = SANDBOX_TOKEN, **options: Any) -> NovelAIClient:
-        options.setdefault("base_url", sandbox.base_url)
-        options.setdefault("account_url", sandbox.base_url)
-        options.setdefault("vibe_cache", VibeCache(tmp_path / "vibes"))
-        options.setdefault("sleep", sleeps)
-        client = NovelAIClient(token, **options)
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        await client.aclose()
-
-
-def small(prompt: str = "1girl, solo, silver hair", **changes: Any) -> GenerationRequest:
-    settings: dict[str, Any] = {"width": 256, "height": 256, "steps": 4, "seed": 1234}
-    settings.update(changes)
-    return GenerationRequest(prompt, **settings)
-
-
-def on(sandbox: NaiSandbox, path: str) -> list[RecordedRequest]:
-    return [r for r in sandbox.requests if r.path == path]
 
 
 def decoded(value: str) -> Image.Image:

@@ -4,16 +4,13 @@ charged, and the token never in a message or a log line."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import socket
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from sandbox_nai_helpers import png_bytes
+from sandbox_nai_helpers import MakeClient, RecordingSleep, on, png_bytes, small
 
 from peropix_tui.engine.nai.client import NovelAIClient
 from peropix_tui.engine.nai.errors import (
@@ -27,64 +24,13 @@ from peropix_tui.engine.nai.errors import (
     NaiValidationError,
 )
 from peropix_tui.engine.nai.vibe_cache import VibeCache, VibeKey
-from peropix_tui.engine.types import GenerationRequest, ProgressEvent, VibeRef
+from peropix_tui.engine.types import ProgressEvent, VibeRef
 from peropix_tui.sandbox.nai_accounts import SANDBOX_TOKEN, SandboxAccount
 from peropix_tui.sandbox.nai_faults import ENCODE_PATH, GENERATE_PATH, STREAM_PATH, Fault, FaultKind
-from peropix_tui.sandbox.nai_server import NaiSandbox, RecordedRequest
+from peropix_tui.sandbox.nai_server import NaiSandbox
 
 START_BALANCE = 10_000
 FAKE_TOKEN = "pst-this-token-is-not-on-the-list-0123456789"
-
-
-class RecordingSleep:
-    def __init__(self) -> None:
-        self.delays: list[float] = []
-
-    async def __call__(self, seconds: float) -> None:
-        self.delays.append(seconds)
-        await asyncio.sleep(0)
-
-
-MakeClient = Callable[..., NovelAIClient]
-
-
-@pytest.fixture
-def sandbox() -> Any:
-    with NaiSandbox() as server:
-        yield server
-
-
-@pytest.fixture
-def sleeps() -> RecordingSleep:
-    return RecordingSleep()
-
-
-@pytest.fixture
-async def make_client(sandbox: NaiSandbox, tmp_path: Path, sleeps: RecordingSleep) -> AsyncIterator[MakeClient]:
-    clients: list[NovelAIClient] = []
-
-    def make(token: str = SANDBOX_TOKEN, **options: Any) -> NovelAIClient:
-        options.setdefault("base_url", sandbox.base_url)
-        options.setdefault("account_url", sandbox.base_url)
-        options.setdefault("vibe_cache", VibeCache(tmp_path / "vibes"))
-        options.setdefault("sleep", sleeps)
-        client = NovelAIClient(token, **options)
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        await client.aclose()
-
-
-def small(**changes: Any) -> GenerationRequest:
-    settings: dict[str, Any] = {"width": 256, "height": 256, "steps": 4, "seed": 1234}
-    settings.update(changes)
-    return GenerationRequest("1girl, solo", **settings)
-
-
-def on(sandbox: NaiSandbox, *paths: str) -> list[RecordedRequest]:
-    return [r for r in sandbox.requests if r.path in paths]
 
 
 def one_line(error: BaseException) -> str:

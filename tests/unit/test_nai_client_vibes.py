@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import io
 import json
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from PIL import Image
+from sandbox_nai_helpers import V45, b64, png_bytes
 
 from peropix_tui.engine.nai.vibe_cache import VibeCache, VibeKey
 from peropix_tui.engine.nai.vibe_files import (
@@ -26,19 +25,12 @@ from peropix_tui.engine.nai.vibe_files import (
 )
 from peropix_tui.engine.types import RequestError
 
-V45 = "nai-diffusion-4-5-full"
 V45_CURATED = "nai-diffusion-4-5-curated"
 V4 = "nai-diffusion-4-full"
 
 
 def png(colour: tuple[int, int, int] = (30, 60, 90), size: int = 32) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (size, size), colour).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
+    return png_bytes(size, size, colour)
 
 
 # --- cache keys and the cache --------------------------------------------------------------------------------

@@ -3,7 +3,6 @@ from __future__ import annotations
 import hashlib
 import json
 import stat
-import struct
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ import safetensors
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.numpy import load_file, save_file
+from safetensors_helpers import BOO, PEPPER, kohya_metadata, raw_file, split
 
 from peropix_tui.core.safetensors import (
     SafetensorsError,
@@ -23,16 +23,6 @@ from peropix_tui.core.safetensors import (
     read_metadata,
     update_metadata,
 )
-
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "lora"
-PEPPER = "metadata__civitai_civitai__Pepper__Carrot-headerData-jsonb.json"
-BOO = "metadata__rockerBOO_lora-inspector-rs__boo-safetensors-ground-truth.json"
-
-
-def kohya_metadata(name: str) -> dict[str, str]:
-    """A real kohya `__metadata__` map; nested values go back to the JSON strings kohya writes."""
-    raw = json.loads((FIXTURES / name).read_text(encoding="utf-8"))
-    return {key: value if isinstance(value, str) else json.dumps(value) for key, value in raw.items()}
 
 
 def lora_file(path: Path, metadata: dict[str, str] | None, seed: int = 0) -> Path:
@@ -45,12 +35,6 @@ def lora_file(path: Path, metadata: dict[str, str] | None, seed: int = 0) -> Pat
     }
     save_file(tensors, str(path), metadata=metadata)
     return path
-
-
-def split(path: Path) -> tuple[int, bytes, bytes]:
-    blob = path.read_bytes()
-    n = struct.unpack("<Q", blob[:8])[0]
-    return n, blob[8 : 8 + n], blob[8 + n :]
 
 
 def library_metadata(path: Path) -> dict[str, str]:
@@ -180,9 +164,7 @@ def test_unknown_tensor_fields_survive(tmp_path: Path) -> None:
         "__metadata__": {"a": "b"},
         "t": {"dtype": "U8", "shape": [4], "data_offsets": [0, 4], "quant": {"scale": 0.5}},
     }
-    path = tmp_path / "x.safetensors"
-    header = json.dumps(doc).encode()
-    path.write_bytes(struct.pack("<Q", len(header)) + header + b"\x01\x02\x03\x04")
+    path = raw_file(tmp_path / "x.safetensors", json.dumps(doc), b"\x01\x02\x03\x04")
     update_metadata(path, {"a": "c" * 5000})
     _, raw, buffer = split(path)
     assert json.loads(raw)["t"]["quant"] == {"scale": 0.5}
@@ -226,9 +208,7 @@ def test_negative_slack_is_a_programming_error(tmp_path: Path) -> None:
 
 
 def test_invalid_file_is_not_edited(tmp_path: Path) -> None:
-    path = tmp_path / "broken.safetensors"
-    header = b'{"t":{"dtype":"U8","shape":[2],"data_offsets":[0,2]}}'
-    path.write_bytes(struct.pack("<Q", len(header)) + header + b"abc")
+    path = raw_file(tmp_path / "broken.safetensors", '{"t":{"dtype":"U8","shape":[2],"data_offsets":[0,2]}}', b"abc")
     original = path.read_bytes()
     with pytest.raises(SafetensorsError, match="tensors cover 2 bytes"):
         update_metadata(path, {"a": "b"})

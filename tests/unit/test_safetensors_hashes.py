@@ -1,9 +1,7 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import struct
 import tempfile
 from pathlib import Path
 
@@ -12,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.numpy import save_file
+from safetensors_helpers import PEPPER, kohya_metadata, split
 
 from peropix_tui.core.safetensors import (
     AUTOV1_MIN_SIZE,
@@ -21,17 +20,9 @@ from peropix_tui.core.safetensors import (
     hash_matches,
 )
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "lora"
-PEPPER = "metadata__civitai_civitai__Pepper__Carrot-headerData-jsonb.json"
-
 
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest().upper()
-
-
-def kohya_metadata() -> dict[str, str]:
-    raw = json.loads((FIXTURES / PEPPER).read_text(encoding="utf-8"))
-    return {key: value if isinstance(value, str) else json.dumps(value) for key, value in raw.items()}
 
 
 @pytest.fixture
@@ -45,16 +36,16 @@ def big_lora(tmp_path: Path) -> Path:
         ),
         "lora_unet_mid_block_attentions_0_proj_in.alpha": np.array(16.0, dtype=np.float16),
     }
-    save_file(tensors, str(path), metadata=kohya_metadata())
+    save_file(tensors, str(path), metadata=kohya_metadata(PEPPER))
     return path
 
 
 def expected_hashes(path: Path) -> tuple[str, str | None, str, str]:
     """The four hashes, each computed independently from the whole file in memory."""
     blob = path.read_bytes()
-    n = struct.unpack("<Q", blob[:8])[0]
+    _, _, buffer = split(path)
     autov1 = sha(blob[0x100000:0x110000])[:8] if len(blob) >= 0x200000 else None
-    return sha(blob), autov1, sha(blob)[:10], sha(blob[8 + n :])
+    return sha(blob), autov1, sha(blob)[:10], sha(buffer)
 
 
 def test_hashes_of_safetensors_file(big_lora: Path) -> None:
@@ -141,10 +132,9 @@ def test_small_and_foreign_files(tmp_path: Path, content: bytes) -> None:
 def test_autov3_matches_tiny_chunks(tmp_path: Path) -> None:
     path = tmp_path / "t.safetensors"
     save_file({"w": np.arange(300, dtype=np.int16)}, str(path), metadata={"ss_output_name": "t"})
-    blob = path.read_bytes()
-    n = struct.unpack("<Q", blob[:8])[0]
+    n, _, buffer = split(path)
     for chunk_size in (1, 7, 8, 9, n + 8, n + 9, 100):
-        assert compute_hashes(path, chunk_size=chunk_size).autov3 == sha(blob[8 + n :])
+        assert compute_hashes(path, chunk_size=chunk_size).autov3 == sha(buffer)
 
 
 def test_unreadable_paths_and_bad_chunk_size(tmp_path: Path) -> None:

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-import struct
 import tracemalloc
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import safetensors
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.numpy import save_file
+from safetensors_helpers import BOO, PEPPER, kohya_metadata, raw_file, split
 
 from peropix_tui.core.safetensors import (
     DTYPE_BITS,
@@ -19,16 +19,6 @@ from peropix_tui.core.safetensors import (
     read_header,
     read_metadata,
 )
-
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "lora"
-PEPPER = "metadata__civitai_civitai__Pepper__Carrot-headerData-jsonb.json"
-BOO = "metadata__rockerBOO_lora-inspector-rs__boo-safetensors-ground-truth.json"
-
-
-def kohya_metadata(name: str) -> dict[str, str]:
-    """A real kohya `__metadata__` map; nested values go back to the JSON strings kohya writes."""
-    raw = json.loads((FIXTURES / name).read_text(encoding="utf-8"))
-    return {key: value if isinstance(value, str) else json.dumps(value) for key, value in raw.items()}
 
 
 def lora_tensors(seed: int = 0) -> dict[str, np.ndarray]:
@@ -46,12 +36,6 @@ def lora_tensors(seed: int = 0) -> dict[str, np.ndarray]:
     }
 
 
-def raw_file(path: Path, header: bytes | str, buffer: bytes = b"", length: int | None = None) -> Path:
-    data = header.encode("utf-8") if isinstance(header, str) else header
-    path.write_bytes(struct.pack("<Q", len(data) if length is None else length) + data + buffer)
-    return path
-
-
 def reference_rejects(path: Path) -> bool:
     try:
         with safetensors.safe_open(str(path), framework="numpy") as reader:
@@ -67,7 +51,7 @@ def test_reads_real_kohya_header(tmp_path: Path) -> None:
     tensors = lora_tensors()
     save_file(tensors, str(path), metadata=metadata)
     blob = path.read_bytes()
-    n = struct.unpack("<Q", blob[:8])[0]
+    n, _, _ = split(path)
 
     header = read_header(path)
 

@@ -12,13 +12,12 @@ import sys
 import threading
 import time
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from sandbox_nai_helpers import V45, b64, body, jpeg_bytes, msgpack_events, png_bytes, sse_events
+from sandbox_nai_helpers import AUTH, V45, b64, body, jpeg_bytes, msgpack_events, png_bytes, sse_events
 
 from peropix_tui.commands import sandbox_cmd
 from peropix_tui.core.errors import PeropixError
@@ -32,20 +31,6 @@ from peropix_tui.sandbox.nai_faults import (
     FaultKind,
 )
 from peropix_tui.sandbox.nai_server import NaiSandbox, SandboxError
-
-AUTH = {"Authorization": f"Bearer {SANDBOX_TOKEN}"}
-
-
-@pytest.fixture
-def sandbox() -> Iterator[NaiSandbox]:
-    with NaiSandbox() as server:
-        yield server
-
-
-@pytest.fixture
-def client(sandbox: NaiSandbox) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=sandbox.base_url, headers=AUTH, timeout=20) as http:
-        yield http
 
 
 def error_of(response: httpx.Response) -> tuple[int, str]:

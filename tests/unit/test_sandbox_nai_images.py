@@ -24,23 +24,15 @@ from peropix_tui.core.metadata.stealth import alpha_channel, read_stealth
 from peropix_tui.engine.nai.models import model_spec
 from peropix_tui.engine.nai.payload import build_payload
 from peropix_tui.engine.types import CharacterPrompt, CharacterReference, GenerationRequest, VibeRef
-from peropix_tui.sandbox.nai_accounts import SANDBOX_TOKEN
 from peropix_tui.sandbox.nai_faults import ENCODE_PATH, GENERATE_PATH, STREAM_PATH
 from peropix_tui.sandbox.nai_server import NaiSandbox
-
-AUTH = {"Authorization": f"Bearer {SANDBOX_TOKEN}"}
 
 
 @pytest.fixture(scope="module")
 def sandbox() -> Iterator[NaiSandbox]:
+    """One server for the whole module: these tests only read what it renders."""
     with NaiSandbox() as server:
         yield server
-
-
-@pytest.fixture
-def client(sandbox: NaiSandbox) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=sandbox.base_url, headers=AUTH, timeout=20) as http:
-        yield http
 
 
 def zip_images(response: httpx.Response) -> dict[str, bytes]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from peropix_tui.core.image_format import is_webp
 from peropix_tui.core.metadata.errors import MetadataError
 
 JPEG_SOI = b"\xff\xd8"
@@ -21,25 +22,6 @@ _COM = 0xFE
 _STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})
 _METADATA_SEGMENTS = {_APP1: "APP1", _APP13: "APP13", _COM: "COM"}
 EXIF_PREFIX = b"Exif\0\0"
-
-
-def image_format(head: bytes) -> str | None:
-    """The format ("png", "webp" or "jpeg") from the first 12 bytes (the magic, never the file name)."""
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "png"
-    if is_webp(head):
-        return "webp"
-    if is_jpeg(head):
-        return "jpeg"
-    return None
-
-
-def is_jpeg(data: bytes) -> bool:
-    return data[:3] == b"\xff\xd8\xff"
-
-
-def is_webp(data: bytes) -> bool:
-    return len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP"
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,10 +14,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
+from peropix_tui.core.image_format import PNG_SIGNATURE
 from peropix_tui.core.metadata.errors import MetadataError
 from peropix_tui.core.metadata.inflate import TEXT_LIMIT, inflate_capped
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TEXT_TYPES = frozenset({b"tEXt", b"zTXt", b"iTXt"})
 MAX_CHUNK_LENGTH = 0x7FFFFFFF  # the PNG limit; anything above is a lying length field
 MAX_KEYWORD = 79

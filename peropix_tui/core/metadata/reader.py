@@ -18,9 +18,10 @@ from typing import Any, BinaryIO
 
 from PIL import Image
 
+from peropix_tui.core.image_format import PNG_SIGNATURE, sniff_image_format
 from peropix_tui.core.metadata import comfy
 from peropix_tui.core.metadata.a1111 import parse_parameters
-from peropix_tui.core.metadata.containers import image_format, jpeg_exif, webp_exif
+from peropix_tui.core.metadata.containers import jpeg_exif, webp_exif
 from peropix_tui.core.metadata.errors import MetadataError
 from peropix_tui.core.metadata.exif import read_user_comment
 from peropix_tui.core.metadata.inflate import TEXT_LIMIT, TEXT_TOTAL_LIMIT
@@ -28,7 +29,6 @@ from peropix_tui.core.metadata.jsonutil import loads_object
 from peropix_tui.core.metadata.model import ImageMetadata, from_a1111, from_nai_comment, lora_refs
 from peropix_tui.core.metadata.nai_models import model_from_source
 from peropix_tui.core.metadata.pngchunks import (
-    PNG_SIGNATURE,
     TEXT_TYPES,
     PngHeader,
     decode_text_chunk,
@@ -82,7 +82,7 @@ def read_metadata(source: Path | str | bytes) -> ImageMetadata:
 def _read_stream(fh: BinaryIO) -> ImageMetadata:
     head = fh.read(16)
     fh.seek(0)
-    kind = image_format(head)
+    kind = sniff_image_format(head)
     if kind is None:
         if not head:
             raise MetadataError("empty file")

@@ -14,8 +14,8 @@ from typing import Any
 
 from PIL import Image
 
+from peropix_tui.core.image_format import sniff_image_format
 from peropix_tui.core.metadata.containers import (
-    image_format,
     jpeg_exif,
     strip_jpeg,
     strip_webp,
@@ -224,7 +224,7 @@ def strip_metadata(data: bytes) -> StripResult:
     Rendering information (colour profile, gamma, physical size, JPEG orientation) is kept, so the image looks
     the same afterwards.
     """
-    kind = image_format(data[:16])
+    kind = sniff_image_format(data[:16])
     if kind == "png":
         return _strip_png(data)
     if kind == "webp":

@@ -10,7 +10,6 @@ the event loop, on the app's executors when it has them.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import itertools
 import logging
@@ -40,8 +39,8 @@ from peropix_tui.engine.nai.errors import (
     NaiTimeoutError,
     NaiValidationError,
 )
-from peropix_tui.engine.nai.models import VibeSupport, model_spec, same_encoding_family
-from peropix_tui.engine.nai.payload import build_payload, check_request
+from peropix_tui.engine.nai.models import VibeSupport, model_spec
+from peropix_tui.engine.nai.payload import build_payload, check_request_before_encoding, needs_encoding
 from peropix_tui.engine.nai.responses import ReturnedImage, looks_like_html, parse_image_response
 from peropix_tui.engine.nai.stream import (
     STREAM_FORMATS,
@@ -54,6 +53,7 @@ from peropix_tui.engine.nai.stream import (
 from peropix_tui.engine.nai.transport import DEFAULT_TIMEOUT, NaiTransport, Sleep, read_body
 from peropix_tui.engine.nai.vibe_cache import VibeCache, VibeKey
 from peropix_tui.engine.nai.vibe_files import MAX_ENCODING_BYTES, VibeFile, load_vibes, make_vibe_file
+from peropix_tui.engine.nai.wire import b64, json_number
 from peropix_tui.engine.types import (
     Action,
     GeneratedImage,
@@ -127,15 +127,6 @@ class Subscription:
     @property
     def opus(self) -> bool:
         return self.account.opus
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def _num(value: float) -> int | float:
-    """Whole numbers as JSON integers, as the web sends them."""
-    return int(value) if float(value).is_integer() else value
 
 
 def stream_steps(request: GenerationRequest) -> int:
@@ -312,12 +303,12 @@ class NovelAIClient:
             log.info("vibe encoding for %s taken from the cache", spec.id)
             return cached
         payload: dict[str, Any] = {
-            "image": _b64(data),
-            "information_extracted": _num(round(information_extracted, 2)),
+            "image": b64(data),
+            "information_extracted": json_number(round(information_extracted, 2)),
             "model": spec.id,
         }
         if mask_data is not None:
-            payload["mask"] = _b64(mask_data)
+            payload["mask"] = b64(mask_data)
 
         async def read(response: httpx.Response, correlation_id: str) -> bytes:
             encoding = await read_body(response, MAX_ENCODING_BYTES, correlation_id)
@@ -343,13 +334,6 @@ class NovelAIClient:
                     log.warning("vibe cache: could not store an encoding: %s", exc)
         return encoding
 
-    def _needs_encoding(self, vibe: VibeRef, model: str) -> bool:
-        if vibe.image is None:
-            return False
-        return vibe.encoding is None or (
-            vibe.encoding_model is not None and not same_encoding_family(vibe.encoding_model, model)
-        )
-
     async def resolve_vibes(self, request: GenerationRequest) -> GenerationRequest:
         """`request` with every vibe carrying an encoding for its model (cached or made now); unchanged for
         models that send the images themselves."""
@@ -358,8 +342,8 @@ class NovelAIClient:
             return request
         resolved: list[VibeRef] = []
         for vibe in request.vibes:
-            if self._needs_encoding(vibe, spec.id):
-                assert vibe.image is not None  # _needs_encoding is False without an image
+            if needs_encoding(vibe, spec.id):
+                assert vibe.image is not None  # needs_encoding is False without an image
                 encoding = await self.encode_vibe(vibe.image, spec.id, vibe.information_extracted)
                 vibe = replace(vibe, encoding=encoding, encoding_model=spec.id)
             resolved.append(vibe)
@@ -372,7 +356,7 @@ class NovelAIClient:
             return 0
         count = 0
         for vibe in request.vibes:
-            if not self._needs_encoding(vibe, spec.id):
+            if not needs_encoding(vibe, spec.id):
                 continue
             assert vibe.image is not None
             data = await self._offload("io", read_image_input, vibe.image, "vibe image")
@@ -434,19 +418,7 @@ class NovelAIClient:
         arrive whole. Vibes are encoded first (through the cache). The subscription is refreshed after.
         """
         request = request.resolved()
-        # Refuse what the server would refuse before any vibe is paid for; the stand-in encodings make the
-        # vibes that are about to be encoded pass the check.
-        check_request(
-            replace(
-                request,
-                vibes=tuple(
-                    replace(v, encoding=b"pending", encoding_model=None)
-                    if self._needs_encoding(v, request.model)
-                    else v
-                    for v in request.vibes
-                ),
-            )
-        )
+        check_request_before_encoding(request)
         request = await self.resolve_vibes(request)
         payload = await self._offload("metadata", build_payload, request)
         if stream:

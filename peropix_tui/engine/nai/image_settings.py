@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -27,6 +26,7 @@ from peropix_tui.engine.nai.models import (
     MAX_STEPS,
     ModelSpec,
     VibeSupport,
+    grid_cell,
     model_spec,
     same_encoding_family,
 )
@@ -34,8 +34,6 @@ from peropix_tui.engine.nai.payload import MAX_SCALE, snap_size
 from peropix_tui.engine.nai.presets import available_uc_presets, compose_prompts, split_prompts
 from peropix_tui.engine.types import CharacterPrompt, RequestError, VibeRef
 
-GRID_STEPS: Final = (0.1, 0.3, 0.5, 0.7, 0.9)
-GRID_COLUMNS: Final = "ABCDE"
 VARIETY_KEY: Final = "skip_cfg_above_sigma"
 VIBE_KEYS: Final = (
     "reference_image_multiple",
@@ -46,14 +44,6 @@ VIBE_KEYS: Final = (
 
 class ImageSettingsError(PeropixError):
     """An image whose metadata holds nothing to make a request from."""
-
-
-def grid_cell(x: float, y: float) -> tuple[str, bool]:
-    """The grid cell nearest to a character center, and whether the center is exactly that cell's."""
-    column = min(range(len(GRID_STEPS)), key=lambda i: abs(GRID_STEPS[i] - x))
-    row = min(range(len(GRID_STEPS)), key=lambda i: abs(GRID_STEPS[i] - y))
-    exact = math.isclose(GRID_STEPS[column], x, abs_tol=1e-6) and math.isclose(GRID_STEPS[row], y, abs_tol=1e-6)
-    return f"{GRID_COLUMNS[column]}{row + 1}", exact
 
 
 @dataclass(slots=True)
@@ -233,9 +223,9 @@ def _fit_to_model(fields: dict[str, Any], spec: ModelSpec) -> list[str]:
     if width is None or height is None or width < 1 or height < 1:
         fields.pop("width", None)
         fields.pop("height", None)
-    elif snap_size(width, height) != (width, height):
-        fields["width"], fields["height"] = snap_size(width, height)
-        warnings.append(f"size {width}x{height} is not a NovelAI size; using {fields['width']}x{fields['height']}")
+    elif (snapped := snap_size(width, height)) != (width, height):
+        fields["width"], fields["height"] = snapped
+        warnings.append(f"size {width}x{height} is not a NovelAI size; using {snapped[0]}x{snapped[1]}")
     legacy_aliases = ("ddim", "nai_smea", "nai_smea_dyn") if spec.smea else ()
     if "sampler" in fields and fields["sampler"] not in (*spec.samplers, *legacy_aliases):
         drop("sampler", f"is not offered by {spec.label}")

@@ -45,6 +45,9 @@ MAX_STEPS: Final = 50
 MAX_SEED: Final = (1 << 32) - 1
 MAX_VIBES: Final = 16
 VARIETY_REFERENCE_PIXELS: Final = 832 * 1216
+GRID_STEPS: Final = (0.1, 0.3, 0.5, 0.7, 0.9)
+"""Character positions: the centers of the 5x5 grid's columns (x) and rows (y)."""
+GRID_COLUMNS: Final = "ABCDE"
 
 V4_SAMPLERS: Final = (
     "k_euler_ancestral",
@@ -328,5 +331,12 @@ def max_samples(width: int, height: int) -> int:
 
 def position_center(position: str) -> tuple[float, float]:
     """The (x, y) center of a grid cell: letter = column = x, digit = row = y, A1 = (0.1, 0.1)."""
-    steps = (0.1, 0.3, 0.5, 0.7, 0.9)
-    return steps[ord(position[0]) - ord("A")], steps[int(position[1]) - 1]
+    return GRID_STEPS[ord(position[0]) - ord("A")], GRID_STEPS[int(position[1]) - 1]
+
+
+def grid_cell(x: float, y: float) -> tuple[str, bool]:
+    """The grid cell nearest to a character center, and whether the center is exactly that cell's."""
+    column = min(range(len(GRID_STEPS)), key=lambda i: abs(GRID_STEPS[i] - x))
+    row = min(range(len(GRID_STEPS)), key=lambda i: abs(GRID_STEPS[i] - y))
+    exact = math.isclose(GRID_STEPS[column], x, abs_tol=1e-6) and math.isclose(GRID_STEPS[row], y, abs_tol=1e-6)
+    return f"{GRID_COLUMNS[column]}{row + 1}", exact

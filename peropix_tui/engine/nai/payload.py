@@ -8,7 +8,6 @@ Every per-model difference comes from the capability table in `models`; the prom
 
 from __future__ import annotations
 
-import base64
 import copy
 import math
 from collections.abc import Mapping
@@ -38,6 +37,7 @@ from peropix_tui.engine.nai.models import (
     same_encoding_family,
 )
 from peropix_tui.engine.nai.presets import UC_PRESET_NUMBER, compose_prompts, dataset_prefix, uc_preset_text
+from peropix_tui.engine.nai.wire import b64, json_number
 from peropix_tui.engine.types import (
     GRID,
     Action,
@@ -45,6 +45,7 @@ from peropix_tui.engine.types import (
     GenerationRequest,
     RequestError,
     UcPreset,
+    VibeRef,
     read_image_input,
 )
 
@@ -103,6 +104,8 @@ ENHANCE_MAGNITUDES: Final[Mapping[int, tuple[float, float]]] = {
     4: (0.6, 0.0),
     5: (0.7, 0.1),
 }
+PENDING_ENCODING: Final = b"<encoded when sent>"
+"""The stand-in for a vibe encoding not made yet, in checks and in `--dry-run` bodies."""
 ENHANCE_SUFFIX: Final = ", very aesthetic, masterpiece, no text, -2::upscaled, blurry::,"
 
 
@@ -190,6 +193,25 @@ def check_request(request: GenerationRequest) -> ModelSpec:
     return spec
 
 
+def needs_encoding(vibe: VibeRef, model: str) -> bool:
+    """Whether `vibe` must be encoded for `model` before it can be sent (and the encoding paid for)."""
+    if vibe.image is None:
+        return False
+    return vibe.encoding is None or (
+        vibe.encoding_model is not None and not same_encoding_family(vibe.encoding_model, model)
+    )
+
+
+def check_request_before_encoding(request: GenerationRequest) -> ModelSpec:
+    """`check_request` for a request whose vibes are not all encoded yet: those still to encode count as
+    encoded, so what NovelAI would refuse is refused before any encoding is paid for."""
+    vibes = tuple(
+        replace(vibe, encoding=PENDING_ENCODING, encoding_model=None) if needs_encoding(vibe, request.model) else vibe
+        for vibe in request.vibes
+    )
+    return check_request(replace(request, vibes=vibes))
+
+
 def _check_vibes(request: GenerationRequest, spec: ModelSpec) -> None:
     if not request.vibes:
         return
@@ -218,15 +240,6 @@ def _check_character_reference(request: GenerationRequest, spec: ModelSpec) -> N
         raise RequestError("character_reference", f"only V4.5 models take a character reference, not {spec.label}")
     if request.action is Action.INPAINT:
         raise RequestError("character_reference", "a character reference cannot be combined with inpainting")
-
-
-def _num(value: float) -> int | float:
-    """Whole numbers as JSON integers, as the web writes them (5, not 5.0)."""
-    return int(value) if isinstance(value, float) and value.is_integer() else value
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
 
 
 def _center(character: CharacterPrompt) -> dict[str, float]:
@@ -280,14 +293,14 @@ def _vibe_fields(request: GenerationRequest, spec: ModelSpec) -> dict[str, Any]:
     for vibe in request.vibes:
         if spec.vibes is VibeSupport.ENCODED:
             assert vibe.encoding is not None  # checked by check_request
-            images.append(_b64(vibe.encoding))
+            images.append(b64(vibe.encoding))
         else:
             assert vibe.image is not None  # checked by check_request
-            images.append(_b64(letterbox_v3_vibe(read_image_input(vibe.image, "vibe image"))))
+            images.append(b64(letterbox_v3_vibe(read_image_input(vibe.image, "vibe image"))))
     return {
         "reference_image_multiple": images,
-        "reference_information_extracted_multiple": [_num(v.information_extracted) for v in request.vibes],
-        "reference_strength_multiple": [_num(v.strength) for v in request.vibes],
+        "reference_information_extracted_multiple": [json_number(v.information_extracted) for v in request.vibes],
+        "reference_strength_multiple": [json_number(v.strength) for v in request.vibes],
     }
 
 
@@ -297,13 +310,13 @@ def _character_reference_fields(request: GenerationRequest) -> dict[str, Any]:
     jpeg = prepare_character_reference(read_image_input(reference.image, "character_reference"))
     caption = "character&style" if reference.style_aware else "character"
     return {
-        "director_reference_images": [_b64(jpeg)],
+        "director_reference_images": [b64(jpeg)],
         "director_reference_descriptions": [
             {"caption": {"base_caption": caption, "char_captions": []}, "legacy_uc": False}
         ],
         "director_reference_information_extracted": [1],
-        "director_reference_strength_values": [_num(reference.strength)],
-        "director_reference_secondary_strength_values": [_num(1 - reference.fidelity)],
+        "director_reference_strength_values": [json_number(reference.strength)],
+        "director_reference_secondary_strength_values": [json_number(1 - reference.fidelity)],
     }
 
 
@@ -325,7 +338,7 @@ def build_payload(request: GenerationRequest) -> dict[str, Any]:
         "params_version": PARAMS_VERSION,
         "width": request.width,
         "height": request.height,
-        "scale": _num(request.scale),
+        "scale": json_number(request.scale),
         "sampler": sampling.sampler,
         "steps": request.steps,
         "n_samples": request.n,
@@ -344,7 +357,7 @@ def build_payload(request: GenerationRequest) -> dict[str, Any]:
         "controlnet_strength": 1,
         "legacy": False,
         "add_original_image": action is not Action.INPAINT,
-        "cfg_rescale": _num(request.cfg_rescale),
+        "cfg_rescale": json_number(request.cfg_rescale),
     }
     if sampling.schedule is not None:
         params["noise_schedule"] = sampling.schedule
@@ -380,13 +393,13 @@ def build_payload(request: GenerationRequest) -> dict[str, Any]:
 def _source_fields(request: GenerationRequest) -> dict[str, Any]:
     assert request.image is not None
     source = prepare_source_image(read_image_input(request.image, "image"), request.width, request.height)
-    strength, noise = _num(request.strength), _num(request.noise)
-    fields: dict[str, Any] = {"image": _b64(source), "strength": strength, "noise": noise}
+    strength, noise = json_number(request.strength), json_number(request.noise)
+    fields: dict[str, Any] = {"image": b64(source), "strength": strength, "noise": noise}
     if request.mask is None:
         fields["color_correct"] = False
         return fields
     mask = prepare_mask(read_image_input(request.mask, "mask"), request.width, request.height)
-    fields["mask"] = _b64(mask)
+    fields["mask"] = b64(mask)
     fields["inpaintImg2ImgStrength"] = strength
     fields["img2img"] = {"strength": strength, "color_correct": True}
     return fields

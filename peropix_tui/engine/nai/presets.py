@@ -40,20 +40,16 @@ class QualityPreset:
 
 
 _V4_TEXT: Final = " Text:"
-_V5_TEXT: Final = " teXt:"
+_V5_QUALITY: Final = QualityPreset(
+    "very aesthetic, masterpiece, no text",
+    text_marker=" teXt:",
+    variants=("very aesthetic, amazing quality, no text",),
+)
 
 QUALITY: Final[Mapping[Family, QualityPreset]] = MappingProxyType(
     {
-        Family.V5: QualityPreset(
-            "very aesthetic, masterpiece, no text",
-            text_marker=_V5_TEXT,
-            variants=("very aesthetic, amazing quality, no text",),
-        ),
-        Family.V5_CURATED: QualityPreset(
-            "very aesthetic, masterpiece, no text",
-            text_marker=_V5_TEXT,
-            variants=("very aesthetic, amazing quality, no text",),
-        ),
+        Family.V5: _V5_QUALITY,
+        Family.V5_CURATED: _V5_QUALITY,
         Family.V4_5: QualityPreset(
             "very aesthetic, masterpiece, no text",
             text_marker=_V4_TEXT,
@@ -216,6 +212,15 @@ def _join(first: str, second: str) -> str:
     return first + SEPARATOR + second if second else first
 
 
+def _after_prefix(text: str, prefix: str) -> str | None:
+    """What `_join(prefix, rest)` had as `rest`, or None when `text` does not start with `prefix`."""
+    if text == prefix:
+        return ""
+    if text.startswith(prefix + SEPARATOR):
+        return text[len(prefix) + len(SEPARATOR) :]
+    return None
+
+
 # --- quality tags ----------------------------------------------------------------------------------------
 
 
@@ -235,7 +240,7 @@ def _strip_quality(prompt: str, tags: str, preset: QualityPreset) -> str | None:
     if prompt == tags:
         return ""
     if preset.prepend:
-        return prompt[len(tags) + len(SEPARATOR) :] if prompt.startswith(tags + SEPARATOR) else None
+        return _after_prefix(prompt, tags)
     if preset.text_marker is not None:
         for inserted in (SEPARATOR + tags + ".", tags + "."):
             at = prompt.find(inserted + preset.text_marker)
@@ -309,12 +314,9 @@ def strip_uc_preset(negative: str, model: str | Family | None = None, prompt: st
         pairs = [(text, preset) for text, preset in pairs if model is not None or preset is not UcPreset.NONE]
         candidates += [(_without_nsfw(text) if nsfw else text, preset) for text, preset in pairs]
     for text, preset in sorted(candidates, key=lambda pair: len(pair[0]), reverse=True):
-        if not text:
-            continue
-        if negative == text:
-            return "", preset
-        if negative.startswith(text + SEPARATOR):
-            return negative[len(text) + len(SEPARATOR) :], preset
+        rest = _after_prefix(negative, text) if text else None
+        if rest is not None:
+            return rest, preset
     return negative, None
 
 
@@ -338,12 +340,9 @@ def strip_dataset_prefix(prompt: str, model: str | None = None) -> tuple[str, st
     """`prompt` without a leading dataset prefix (only those `model` offers, when given) and which it was."""
     offered = DATASET_PREFIXES if model is None else model_spec(model).dataset_prefixes
     for dataset, prefix in DATASET_PREFIXES.items():
-        if dataset not in offered:
-            continue
-        if prompt == prefix:
-            return "", dataset
-        if prompt.startswith(prefix + SEPARATOR):
-            return prompt[len(prefix) + len(SEPARATOR) :], dataset
+        rest = _after_prefix(prompt, prefix) if dataset in offered else None
+        if rest is not None:
+            return rest, dataset
     return prompt, None
 
 

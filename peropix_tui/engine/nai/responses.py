@@ -19,8 +19,9 @@ from typing import Any, Final
 
 import orjson
 
+from peropix_tui.core.image_format import sniff_image_format
 from peropix_tui.engine.nai.errors import NaiResponseError
-from peropix_tui.engine.types import ImageFormat, sniff_image_format
+from peropix_tui.engine.types import ImageFormat
 
 MAX_ZIP_ENTRIES: Final = 10
 MAX_ENTRY_BYTES: Final = 50 * 1024 * 1024

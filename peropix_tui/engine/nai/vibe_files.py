@@ -29,6 +29,7 @@ from peropix_tui.core.atomicio import atomic_write_bytes
 from peropix_tui.core.errors import PeropixError
 from peropix_tui.engine.nai.imageprep import open_image
 from peropix_tui.engine.nai.models import model_for_vibe_key, model_spec, same_encoding_family
+from peropix_tui.engine.nai.wire import b64, json_number
 from peropix_tui.engine.types import RequestError, VibeRef
 
 VIBE_IDENTIFIER: Final = "novelai-vibe-transfer"
@@ -277,14 +278,6 @@ def load_vibes(path: Path) -> list[VibeFile]:
 # --- writing ------------------------------------------------------------------------------------------------
 
 
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def _num(value: float) -> int | float:
-    return int(value) if float(value).is_integer() else value
-
-
 def thumbnail_data_url(image: bytes) -> str:
     """A small PNG of `image` as a data URL, as the web stores beside the original."""
     picture = open_image(image, "vibe image")
@@ -293,7 +286,7 @@ def thumbnail_data_url(image: bytes) -> str:
         picture = picture.convert("RGBA")
     buffer = io.BytesIO()
     picture.save(buffer, format="PNG")
-    return "data:image/png;base64," + _b64(buffer.getvalue())
+    return "data:image/png;base64," + b64(buffer.getvalue())
 
 
 def make_vibe_file(
@@ -314,7 +307,7 @@ def make_vibe_file(
         if spec.vibe_file_key is None:
             raise RequestError("vibes", f"{spec.label} has no vibe encodings to export")
         info = round(information_extracted, 2)
-        params = MappingProxyType({"information_extracted": _num(info)})
+        params = MappingProxyType({"information_extracted": json_number(info)})
         entries.append(VibeEncoding(spec.vibe_file_key, params_key(params), data, params))
         first = first or (spec.id, info)
     identifier = sha256_hex(image)
@@ -335,12 +328,12 @@ def vibe_to_json(vibe: VibeFile) -> dict[str, Any]:
     encodings: dict[str, dict[str, Any]] = {}
     for entry in vibe.encodings:
         encodings.setdefault(entry.model_key, {})[entry.params_key] = {
-            "encoding": _b64(entry.data),
+            "encoding": b64(entry.data),
             "params": dict(entry.params),
         }
     out: dict[str, Any] = {"identifier": VIBE_IDENTIFIER, "version": FILE_VERSION, "type": vibe.type}
     if vibe.image is not None:
-        out["image"] = _b64(vibe.image)
+        out["image"] = b64(vibe.image)
     out |= {"id": vibe.id, "encodings": encodings, "name": vibe.name}
     if vibe.thumbnail is not None:
         out["thumbnail"] = vibe.thumbnail
@@ -349,9 +342,9 @@ def vibe_to_json(vibe: VibeFile) -> dict[str, Any]:
     if vibe.import_model is not None:
         import_info["model"] = vibe.import_model
     if vibe.import_information_extracted is not None:
-        import_info["information_extracted"] = _num(vibe.import_information_extracted)
+        import_info["information_extracted"] = json_number(vibe.import_information_extracted)
     if vibe.import_strength is not None:
-        import_info["strength"] = _num(vibe.import_strength)
+        import_info["strength"] = json_number(vibe.import_strength)
     out["importInfo"] = import_info
     return out
 
