@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from peropix_tui import __version__
-from peropix_tui.commands import civitai_cmd, config_cmd, generate_cmd, meta, sandbox_cmd
+from peropix_tui.commands import civitai_cmd, config_cmd, generate_cmd, meta, sandbox_cmd, vibe_cmd
 from peropix_tui.core.errors import PeropixError
 from peropix_tui.core.logs import setup_logging
 from peropix_tui.core.paths import AppDirs
@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sandbox", action="store_true", help=SANDBOX_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     generate_cmd.register(sub)
+    vibe_cmd.register(sub)
     civitai_cmd.register(sub)
     meta.register(sub)
     config_cmd.register(sub)

@@ -15,6 +15,9 @@ from typing import Any, Final
 
 DEFAULT_STRENGTH: Final = 0.7
 DEFAULT_VIBE_STRENGTH: Final = 0.6
+DEFAULT_MAGNITUDE: Final = 3
+ENHANCE_FACTORS: Final = ("1", "1.5")
+"""`--enhance` choices: the web's Enhance keeps the size (1) or upscales by half (1.5)."""
 
 
 class _CharAction(argparse.Action):
@@ -114,6 +117,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     source.add_argument("--strength", type=float, help=f"img2img strength, 0.01-1 (default {DEFAULT_STRENGTH})")
     source.add_argument("--noise", type=float, help="img2img noise, 0-1 (default 0)")
     source.add_argument("--mask", type=Path, metavar="M", help="inpaint: white where --image is repainted")
+    source.add_argument(
+        "--enhance",
+        choices=ENHANCE_FACTORS,
+        help="Enhance --image as the web does: img2img at 1x or 1.5x its size (snapped to the 64 grid), "
+        "strength and noise from --magnitude",
+    )
+    source.add_argument(
+        "--magnitude",
+        type=int,
+        choices=range(1, 6),
+        metavar="1-5",
+        help=f"Enhance magnitude, 1 (light) to 5 (strong) (default {DEFAULT_MAGNITUDE})",
+    )
     source.add_argument(
         "--vibe",
         dest="vibes",

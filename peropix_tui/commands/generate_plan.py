@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from peropix_tui.commands.generate_cmd import DEFAULT_STRENGTH, DEFAULT_VIBE_STRENGTH
+from peropix_tui.commands.generate_cmd import DEFAULT_MAGNITUDE, DEFAULT_STRENGTH, DEFAULT_VIBE_STRENGTH
 from peropix_tui.core.errors import PeropixError
 from peropix_tui.core.metadata import read_metadata
 from peropix_tui.engine.nai.image_settings import ImageSettings, settings_from_metadata
@@ -29,7 +29,7 @@ from peropix_tui.engine.nai.models import (
     max_samples,
     model_spec,
 )
-from peropix_tui.engine.nai.payload import check_request_before_encoding, snap_size
+from peropix_tui.engine.nai.payload import check_request_before_encoding, enhance_request, snap_size
 from peropix_tui.engine.nai.vibe_files import BUNDLE_SUFFIX, VIBE_SUFFIX, load_vibes
 from peropix_tui.engine.types import (
     GRID,
@@ -245,6 +245,22 @@ def _character_reference(
     return {"character_reference": reference}
 
 
+def _enhanced(request: GenerationRequest, args: argparse.Namespace) -> GenerationRequest:
+    """With `--enhance`, the web's Enhance of `--image`: its size, strength, noise and prompt suffix."""
+    if args.enhance is None:
+        if args.magnitude is not None:
+            raise GenerateArgsError("--magnitude needs --enhance 1 or --enhance 1.5")
+        return request
+    if args.image is None:
+        raise GenerateArgsError("--enhance needs --image (the image to enhance)")
+    given = [flag for flag in ("size", "strength", "noise", "mask") if getattr(args, flag) is not None]
+    if given:
+        flags = ", ".join(f"--{flag}" for flag in given)
+        raise GenerateArgsError(f"--enhance sets the size, strength and noise itself and cannot inpaint; drop {flags}")
+    magnitude = DEFAULT_MAGNITUDE if args.magnitude is None else args.magnitude
+    return enhance_request(request, upscale=args.enhance == "1.5", magnitude=magnitude)
+
+
 def build_plan(args: argparse.Namespace) -> Plan:
     """The run described by the parsed flags (on top of the `--from-image` image's settings, when given)."""
     if not 1 <= args.n <= MAX_IMAGES:
@@ -297,7 +313,7 @@ def build_plan(args: argparse.Namespace) -> Plan:
     fields |= _character_reference(args, from_image, warnings)
     image_seed = fields.pop("seed", None)
     seed = _first_seed(parse_seed(args.seed) if args.seed is not None else image_seed, args.n)
-    request = GenerationRequest(**fields, seed=seed)
+    request = _enhanced(GenerationRequest(**fields, seed=seed), args)
     per_request = 1 if args.separate else min(args.n, max_samples(request.width, request.height))
     request = dataclasses.replace(request, n=per_request)
     check_request_before_encoding(request)

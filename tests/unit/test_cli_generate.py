@@ -224,6 +224,71 @@ def test_img2img_and_inpaint_send_the_source_at_the_request_size(
     assert (body["action"], body["model"]) == ("infill", "nai-diffusion-4-5-full-inpainting")
 
 
+# The web's Enhance presets (spec §1.6): magnitude -> (strength, noise), and the prompt suffix it adds.
+ENHANCE_PRESETS = {1: (0.2, 0), 2: (0.4, 0), 3: (0.5, 0), 4: (0.6, 0), 5: (0.7, 0.1)}
+ENHANCE_TAIL = ", very aesthetic, masterpiece, no text, -2::upscaled, blurry::,"
+
+
+@pytest.mark.parametrize("magnitude", sorted(ENHANCE_PRESETS))
+@pytest.mark.parametrize(("factor", "size"), [("1", (512, 768)), ("1.5", (768, 1152))])
+def test_enhance_dry_run_sends_the_web_presets(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, magnitude: int, factor: str, size: tuple[int, int]
+) -> None:
+    source = png(tmp_path / "done.png", (512, 768))
+    args = ["--prompt", PROMPT, "--image", str(source), "--enhance", factor, "--magnitude", str(magnitude)]
+    result = generate(capsys, *args, "--seed", "77", "--dry-run", "--json")
+    assert result.code == 0, result.err
+    body = result.json()["requests"][0]["body"]
+    params = body["parameters"]
+    assert body["action"] == "img2img" and body["input"].rstrip() == PROMPT + ENHANCE_TAIL  # comma rule: ", "
+    assert (params["strength"], params["noise"]) == ENHANCE_PRESETS[magnitude]
+    assert (params["width"], params["height"]) == size
+    assert params["qualityToggle"] is False and params["extra_noise_seed"] == 76
+    assert params["image"].startswith("<image data, ")
+
+
+def test_enhance_magnitude_defaults_to_three_and_odd_sizes_snap_to_the_grid(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    source = png(tmp_path / "odd.png", (300, 200))
+    result = generate(capsys, "--prompt", PROMPT, "--image", str(source), "--enhance", "1.5", "--dry-run", "--json")
+    assert result.code == 0, result.err
+    params = result.json()["requests"][0]["body"]["parameters"]
+    assert (params["strength"], params["noise"]) == ENHANCE_PRESETS[3]
+    assert (params["width"], params["height"]) == (448, 320)  # 450x300 on the 64 grid
+
+
+def test_enhance_run_sends_the_source_upscaled_and_saves_the_image(
+    sandbox: NaiSandbox, capsys: pytest.CaptureFixture[str], tmp_path: Path, isolated_dirs: tuple[Path, Path]
+) -> None:
+    source = png(tmp_path / "done.png", (256, 256))
+    args = ["--prompt", PROMPT, "--image", str(source), "--enhance", "1.5", "--magnitude", "5", "--seed", "31"]
+    result = generate(capsys, *args, "--json")
+    assert result.code == 0, result.err
+    [body] = generated(sandbox)
+    params = body["parameters"]
+    assert (params["width"], params["height"], params["strength"], params["noise"]) == (384, 384, 0.7, 0.1)
+    with Image.open(io.BytesIO(base64.b64decode(params["image"]))) as sent:
+        assert sent.size == (384, 384)
+    [saved] = images_in(isolated_dirs[1])
+    assert [image["path"] for image in result.json()["images"]] == [str(saved)]
+    with Image.open(saved) as image:
+        assert image.size == (384, 384)
+
+
+def test_enhance_refuses_what_it_sets_itself(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    source = str(png(tmp_path / "s.png"))
+    for args, message in (
+        (["--enhance", "1"], "--enhance needs --image (the image to enhance)"),
+        (["--image", source, "--magnitude", "2"], "--magnitude needs --enhance 1 or --enhance 1.5"),
+        (["--image", source, "--enhance", "1", "--strength", "0.3", "--size", "256x256"], "drop --size, --strength"),
+        (["--image", source, "--enhance", "1.5", "--mask", source], "cannot inpaint; drop --mask"),
+    ):
+        result = generate(capsys, "--prompt", PROMPT, *args, "--dry-run")
+        assert result.code == 1, args
+        assert message in one_line(result), args
+
+
 def test_vibes_are_encoded_once_and_then_come_from_the_cache(
     sandbox: NaiSandbox, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
