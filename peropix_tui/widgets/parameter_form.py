@@ -17,7 +17,6 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Input, Label, Select, Switch
 
 from peropix_tui.core.errors import PeropixError
-from peropix_tui.engine.nai.image_settings import settings_from_metadata
 from peropix_tui.engine.nai.models import DEFAULT_MODEL, MAX_SEED, MODELS, model_spec
 from peropix_tui.engine.types import GenerationRequest, UcPreset
 
@@ -222,6 +221,9 @@ class ParameterForm(VerticalScroll):
                 raise FormError(f"the image has no NovelAI seed to reuse (recorded: {meta.seed})")
             self.query_one("#param-seed", Input).value = str(meta.seed)
             return applied
+        # Imported here: it pulls in the image codec, which the first frame of the app does not need.
+        from peropix_tui.engine.nai.image_settings import settings_from_metadata
+
         settings = settings_from_metadata(meta)
         fields = settings.fields
         applied.prompt, applied.negative = fields["prompt"], fields["negative"]
