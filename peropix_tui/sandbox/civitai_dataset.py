@@ -91,11 +91,11 @@ class NsfwLevel(enum.IntEnum):
     PG13 = 2
     R = 4
     X = 8
-    XXX = 16
+    EXPLICIT = 16  # the level CivitAI labels with three X
 
     @property
     def label(self) -> str:
-        """The string `/api/v1/images` uses (X and XXX are both `X`)."""
+        """The string `/api/v1/images` uses (X and EXPLICIT are both `X`)."""
         return {1: "None", 2: "Soft", 4: "Mature"}.get(self.value, "X")
 
 

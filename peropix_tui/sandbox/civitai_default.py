@@ -172,7 +172,7 @@ def default_dataset(file_size: int = DEFAULT_FILE_SIZE, *, seed: int = 0) -> Civ
     xl = ds.add_version(crazy, "Insta Baddie [XL]", base_model="SDXL 1.0", trained_words=["instabaddie"])
     ds.add_file(xl, size=file_size, output_name="crazy_girlfriend_xl", access=FileAccess.KEY)
     ds.add_image(xl, image_format=ImageFormat.PNG)
-    ds.add_image(xl, image_format=ImageFormat.JPEG, nsfw_level=NsfwLevel.XXX)
+    ds.add_image(xl, image_format=ImageFormat.JPEG, nsfw_level=NsfwLevel.EXPLICIT)
     ds.add_image(pony, username=COMMUNITY_USER, image_format=ImageFormat.JPEG)
     ds.add_image(xl, username=COMMUNITY_USER, image_format=ImageFormat.PNG, nsfw_level=NsfwLevel.PG13)
 

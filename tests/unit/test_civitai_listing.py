@@ -44,7 +44,7 @@ def bob_dataset() -> CivitaiDataset:
     checkpoint = dataset.add_model(bob, "bob mix", type=ModelType.CHECKPOINT)
     version = dataset.add_version(checkpoint)
     dataset.add_file(version)
-    for level in (NsfwLevel.PG, NsfwLevel.R, NsfwLevel.XXX):
+    for level in (NsfwLevel.PG, NsfwLevel.R, NsfwLevel.EXPLICIT):
         dataset.add_image(version, nsfw_level=level)
     dataset.add_creator("fan")
     dataset.add_image(version, username="fan")

@@ -231,8 +231,8 @@ def test_nsfw_flag_hides_nsfw_models_and_previews(client: httpx.Client, sandbox:
     assert previews and all(img["nsfwLevel"] == NsfwLevel.PG for img in previews)
     full = body(client.get(f"/api/v1/models/{model_named(sandbox, 'Crazy Girlfriend Mix [XL/PONY]').id}"))
     levels = {img["nsfwLevel"] for v in full["modelVersions"] for img in v["images"]}
-    assert levels >= {NsfwLevel.PG, NsfwLevel.R, NsfwLevel.X, NsfwLevel.XXX}
-    assert full["nsfwLevel"] == NsfwLevel.PG | NsfwLevel.R | NsfwLevel.X | NsfwLevel.XXX
+    assert levels >= {NsfwLevel.PG, NsfwLevel.R, NsfwLevel.X, NsfwLevel.EXPLICIT}
+    assert full["nsfwLevel"] == NsfwLevel.PG | NsfwLevel.R | NsfwLevel.X | NsfwLevel.EXPLICIT
 
 
 def test_types_filter_repeated_or_single(client: httpx.Client) -> None:
