@@ -22,7 +22,7 @@ from textual.timer import Timer
 from textual.widgets import Footer, Header, Input, Select, Switch, TextArea
 
 from peropix_tui.core.errors import PeropixError
-from peropix_tui.core.jobs import JobContext, JobState
+from peropix_tui.core.jobs import Job, JobContext, JobState
 from peropix_tui.core.vocabulary import Candidate, Vocabulary
 from peropix_tui.engine.nai.models import MAX_SEED
 from peropix_tui.messages import ApplySettings, HistoryAdded
@@ -263,13 +263,22 @@ class GenerateScreen(Screen[None]):
                 markup=False,
             )
             return
+        self.queue_request(request)
+
+    def queue_request(self, request: GenerationRequest, *, label: str | None = None) -> Job[list[SavedOutput]]:
+        """Queue one generation job for `request`, priced in the queue table; every way of queueing (the key,
+        slots, repeats) goes through here. `label` prefixes the job's name in the queue."""
+        app = self._peropix
         price = "?"
         if self._prepared:
             estimate = self._estimate(request)
             price = "?" if estimate is None else "FREE" if estimate.free else f"{estimate.total:,}"
         name = " ".join(request.prompt.split()) or "(empty prompt)"
+        if label:
+            name = f"[{label}] {name}"
         job = app.jobs.submit(self._generation(request), name=name, kind=GENERATION_KIND, group="nai")
         self.query_one(JobQueue).set_price(job.id, price)
+        return job
 
     def _generation(self, request: GenerationRequest) -> Callable[[JobContext], Awaitable[list[SavedOutput]]]:
         app = self._peropix
