@@ -6,6 +6,7 @@ Screens own their widgets; the app owns what is global: the settings object, the
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -43,6 +44,8 @@ log = logging.getLogger(__name__)
 STYLES = Path(__file__).parent / "styles"
 PROGRESS_INTERVAL = 0.1
 """Seconds between two import progress messages from the history worker."""
+SCAN_STOP_TIMEOUT = 10.0
+"""Seconds quitting waits for a cancelled history scan to stop (it stops at its next file)."""
 
 
 class _ScanCancelled(Exception):
@@ -131,6 +134,9 @@ class PeropixApp(App[int]):
         self.history_event: HistoryEvent | None = None
         """The latest history news, for a screen mounted after it was published."""
         self._history_lock = threading.Lock()
+        self._scans = threading.Condition()
+        self._scans_running = 0
+        """History scan threads still running; quitting waits for them before closing the store."""
 
     def on_mount(self) -> None:
         for issue in self.config.issues:
@@ -180,6 +186,16 @@ class PeropixApp(App[int]):
         run after an upgrade, or after a damaged database was replaced. Otherwise (a rescan) it adds the files it
         does not know and forgets entries whose file was deleted outside the app.
         """
+        with self._scans:
+            self._scans_running += 1
+        try:
+            self._scan(first)
+        finally:
+            with self._scans:
+                self._scans_running -= 1
+                self._scans.notify_all()
+
+    def _scan(self, first: bool) -> None:
         worker = get_current_worker()
         try:
             store = self.open_history()
@@ -210,6 +226,11 @@ class PeropixApp(App[int]):
             log.info("history import skipped %s: %s", path, reason)
         event = HistoryEvent("imported", added=report.added, skipped=len(report.skipped), removed=removed)
         self.post_message(HistoryStatus(event))
+
+    def _wait_for_scans(self, timeout: float) -> None:
+        with self._scans:
+            if not self._scans.wait_for(lambda: self._scans_running == 0, timeout):
+                log.warning("a history scan was still running %.0f s after quitting", timeout)
 
     def on_history_status(self, message: HistoryStatus) -> None:
         event = message.event
@@ -268,7 +289,8 @@ class PeropixApp(App[int]):
         scans: list[Worker[Any]] = [w for w in self.workers if w.group == "history-scan"]
         for scan in scans:
             scan.cancel()
-        await self.workers.wait_for_complete(scans)
+        # A cancelled thread worker is only told to stop; wait for the thread itself to leave the store.
+        await asyncio.to_thread(self._wait_for_scans, SCAN_STOP_TIMEOUT)
         with self._history_lock:
             if self.history is not None:
                 self.history.close()

@@ -12,6 +12,7 @@ from textual.widgets import DataTable, Input, Select
 
 from peropix_tui.app import PeropixApp
 from peropix_tui.core.config import Config
+from peropix_tui.core.history import HistoryStore
 from peropix_tui.core.jobs import JobContext
 from peropix_tui.core.paths import AppDirs
 from peropix_tui.screens.confirm import ConfirmScreen
@@ -166,3 +167,28 @@ async def test_every_screen_survives_resizing_down_to_80x24() -> None:
                 footer = app.screen.query_one("Footer")
                 assert footer.region.bottom == size[1]
         assert app.is_running
+
+
+async def test_quitting_while_the_history_scan_runs_stops_it_cleanly() -> None:
+    """Quitting during a first import of a large outputs folder: no traceback, the scan thread stops, the store
+    closes with what was indexed so far."""
+    fixture = Path(__file__).parents[1] / "fixtures" / "images" / "nai__LlmKira_novelai-python__sample-0316.png"
+    app = PeropixApp()
+    day = app.config.outputs_dir / "2026-11-24"
+    day.mkdir(parents=True)
+    data = fixture.read_bytes()
+    for counter in range(1, 1501):
+        (day / f"{counter:05d}_{counter}.png").write_bytes(data)
+    indexed: list[int] = []
+    async with app.run_test(size=(100, 30)) as pilot:
+        while app.history is None or app.history.count(include_deleted=True) == 0:
+            await pilot.pause(0.01)
+        indexed.append(app.history.count(include_deleted=True))
+    # `run_test` returned without an exception from on_unmount, and no scan thread is left behind.
+    assert app._scans_running == 0
+    reopened = HistoryStore(app.config.history_file)
+    try:
+        count = reopened.count(include_deleted=True)
+    finally:
+        reopened.close()
+    assert indexed[0] <= count < 1500
