@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from peropix_tui.core.history import HistoryStore
     from peropix_tui.sandbox.session import SandboxSession
     from peropix_tui.screens.welcome import WelcomeChoice
+    from peropix_tui.terminal_probe import TerminalProbe
 
 log = logging.getLogger(__name__)
 
@@ -296,12 +297,19 @@ class PeropixApp(App[int]):
                 self.history.close()
 
 
-def run_app(dirs: AppDirs, *, mouse: bool = True, sandbox: SandboxSession | None = None) -> int:
-    """Probe the terminal's image support (it must happen before the app starts), then run the TUI; `sandbox`
-    is the session `--sandbox` started, which the app then talks to."""
-    from peropix_tui.widgets.image_preview import probe_terminal
+def run_app(
+    dirs: AppDirs,
+    *,
+    config: Config,
+    probe: TerminalProbe,
+    mouse: bool = True,
+    sandbox: SandboxSession | None = None,
+) -> int:
+    """Run the TUI once the terminal has answered `probe` (it must be over before Textual reads stdin); the
+    Generate screen's modules load meanwhile. `sandbox` is the session `--sandbox` started."""
+    import peropix_tui.screens.generate  # noqa: F401
 
-    probe_terminal()
-    app = PeropixApp(dirs, sandbox=sandbox, welcome=True)
+    probe.wait()
+    app = PeropixApp(dirs, config=config, sandbox=sandbox, welcome=True)
     result = app.run(mouse=mouse and app.config.settings.ui.mouse)
     return result if isinstance(result, int) else (app.return_code or 0)

@@ -85,10 +85,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     dirs = AppDirs.from_env()
     setup_logging(dirs.log_file, level=logging.DEBUG if args.verbose else logging.INFO, stderr=args.verbose)
     if args.command is None:
+        from peropix_tui.core.config import Config
+        from peropix_tui.terminal_probe import TerminalProbe
+
+        config = Config.load(dirs)
+        # The terminal answers its image-support queries while Textual and the screens are being imported.
+        probe = TerminalProbe(config.settings.ui.image_renderer).start()
         from peropix_tui.app import run_app
 
         with _maybe_sandbox(args.sandbox, announce=False) as session:
-            return run_app(dirs, mouse=not args.no_mouse, sandbox=session)
+            return run_app(dirs, config=config, probe=probe, mouse=not args.no_mouse, sandbox=session)
     # Headless output may echo what a user typed (a URL with ?token=…, a pasted prompt): scrub all of it.
     out, err = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = ScrubbingStream(out), ScrubbingStream(err)

@@ -101,7 +101,9 @@ class GenerateScreen(Screen[None]):
         self.app.call_after_refresh(self._prepare)
         settings = self.app.config.settings  # type: ignore[attr-defined]
         style: TagStyle = "underscores" if settings.ui.underscores == "underscores" else "spaces"
-        self._load_vocabulary([Path(p) for p in settings.paths.lora_dirs], style)
+        # Also after the first frame: the tag list is decoded in Python, which would hold the GIL while the screen
+        # is still being laid out.
+        self.app.call_after_refresh(self._load_vocabulary, [Path(p) for p in settings.paths.lora_dirs], style)
 
     @work(thread=True, exclusive=True, group="vocabulary", exit_on_error=False)
     def _load_vocabulary(self, folders: list[Path], style: TagStyle) -> None:

@@ -1,9 +1,9 @@
 """Image previews over textual-image, with the renderer chosen in settings.
 
 textual-image asks the terminal what it supports when it is first imported, and that query no longer works once
-the app owns the terminal, so `probe_terminal()` runs before `App.run`. Decoding and thumbnailing happen in a
-thread worker; the widget only receives a small, already-decoded image. A small stored thumbnail may be shown at
-once while the full image decodes, so moving through a list never waits on a file.
+the app owns the terminal, so `terminal_probe.TerminalProbe` runs it before `App.run`. Decoding and thumbnailing
+happen in a thread worker; the widget only receives a small, already-decoded image. A small stored thumbnail may be
+shown at once while the full image decodes, so moving through a list never waits on a file.
 """
 
 from __future__ import annotations
@@ -16,8 +16,6 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from PIL import Image as PILImage
-from PIL import UnidentifiedImageError
 from textual import work
 from textual.app import ComposeResult
 from textual.containers import Container
@@ -25,6 +23,7 @@ from textual.message import Message
 from textual.widgets import Static
 
 if TYPE_CHECKING:
+    from PIL import Image as PILImage
     from textual.widget import Widget
 
 log = logging.getLogger(__name__)
@@ -35,12 +34,6 @@ MAX_PIXELS = 80_000_000
 INLINE_MAX_BYTES = 1 << 20
 INLINE_MAX_PIXELS = 1024 * 1024
 """Limits for a placeholder thumbnail decoded on the UI thread; a bigger one is skipped, never decoded there."""
-
-
-def probe_terminal() -> None:
-    """Import textual-image now, while the terminal still answers its capability queries."""
-    import textual_image.renderable
-    import textual_image.widget  # noqa: F401
 
 
 def detected_renderer() -> str:
@@ -92,6 +85,10 @@ def load_thumbnail(
     source: Path | bytes, max_size: tuple[int, int] = MAX_THUMBNAIL, *, max_pixels: int = MAX_PIXELS
 ) -> Thumbnail:
     """Decode an image file or bytes and shrink it for display; raises ValueError with a one-line reason."""
+    # Pillow is imported here, in the decoding worker, so that start-up never waits for it.
+    from PIL import Image as PILImage
+    from PIL import UnidentifiedImageError
+
     try:
         data = source if isinstance(source, bytes) else Path(source).read_bytes()
         with PILImage.open(io.BytesIO(data)) as im:
