@@ -8,17 +8,14 @@
 
 from __future__ import annotations
 
-import os
-import shlex
 import shutil
 import stat
+import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from e2e.test_tmux_generate import exit_status
-from e2e.test_tmux_smoke import Tmux, peropix_command
+from e2e.terminal import Tmux, generate_and_quit, start_peropix
 from peropix_tui.core.paths import AppDirs
 from peropix_tui.sandbox.nai_accounts import SandboxAccount
 from peropix_tui.sandbox.nai_server import NaiSandbox
@@ -35,37 +32,13 @@ TOKEN = "pst-welcome-e2e-token-00000000000000000000000000000000000001"
 def start(extra_env: dict[str, str]) -> Tmux:
     # The e2e conftest marks the welcome as seen; a first start is what these tests are about.
     welcome_marker(AppDirs.from_env()).unlink(missing_ok=True)
-    t = Tmux(f"peropix-e2e-welcome-{os.getpid()}", "welcome")
-    env = {
-        "TERM": "xterm-256color",
-        "TEXTUAL_ANIMATIONS": "none",
-        "PEROPIX_CONFIG_DIR": os.environ["PEROPIX_CONFIG_DIR"],
-        "PEROPIX_DATA_DIR": os.environ["PEROPIX_DATA_DIR"],
-        **extra_env,
-    }
-    command = " ".join(
-        ["env", *(f"{k}={shlex.quote(v)}" for k, v in env.items()), *map(shlex.quote, peropix_command())]
-    )
-    t.run("new-session", "-d", "-s", t.session, "-x", "120", "-y", "40", command)
-    t.run("set-option", "-t", t.session, "remain-on-exit", "on")
-    return t
+    return start_peropix("welcome", size=(120, 40), env=extra_env)
 
 
 @pytest.fixture
 def nai_server() -> Iterator[NaiSandbox]:
     with NaiSandbox(accounts={TOKEN: SandboxAccount(fixed_anlas=7_500)}) as server:
         yield server
-
-
-def generate_and_quit(t: Tmux, balance_after: str) -> None:
-    t.keys("-l", "1girl, silver hair")
-    t.keys("F5")
-    screen = t.wait_for(balance_after, timeout=30)
-    assert " done " in screen
-    assert len(list((Path(os.environ["PEROPIX_DATA_DIR"]) / "outputs").rglob("*.png"))) == 1
-    t.keys("C-q")
-    assert exit_status(t) == ["1", "0"], t.screen()
-    assert "Traceback" not in t.screen()
 
 
 def test_first_start_try_the_sandbox() -> None:
@@ -80,7 +53,7 @@ def test_first_start_try_the_sandbox() -> None:
         t.wait_for("Balance 10,000", timeout=20)
         generate_and_quit(t, "Balance 9,980")
     finally:
-        t.run("kill-server", check=False)
+        t.close()
 
 
 def test_first_start_with_a_token_checked_against_the_server(nai_server: NaiSandbox) -> None:
@@ -91,8 +64,11 @@ def test_first_start_with_a_token_checked_against_the_server(nai_server: NaiSand
         t.keys("Enter")
         refused = t.wait_for("NovelAI refused this token", timeout=20)
         assert "SANDBOX" not in refused
+        # Keys at a human pace: a burst of clear + token + Enter sent in one go by tmux can outrun the field.
         t.keys("C-u")
+        time.sleep(0.5)
         t.keys("-l", TOKEN)
+        time.sleep(0.5)
         t.keys("Enter")
         screen = t.wait_for("Balance 7,500", timeout=20)
         assert "Welcome to peropix" not in screen and "SANDBOX" not in screen
@@ -102,4 +78,4 @@ def test_first_start_with_a_token_checked_against_the_server(nai_server: NaiSand
         assert TOKEN in secrets_file.read_text()
         generate_and_quit(t, "Balance 7,480")
     finally:
-        t.run("kill-server", check=False)
+        t.close()
