@@ -1,15 +1,19 @@
 """The collector's model-file downloads against curl, on the same local sandbox CivitAI server.
 
-Usage: python bench/bench_civitai.py [files] [size_mb] [workers]
+Usage: python bench/bench_civitai.py [files] [size_mb] [workers] [rounds]
 
-Serves `files` LoRA files of `size_mb` MB (default 20 × 64) from the sandbox server on 127.0.0.1, then
-downloads all of them twice into fresh folders, `workers` at a time (default 4):
+Serves `files` LoRA files of `size_mb` MB (default 20 × 64) from the sandbox server on 127.0.0.1 and downloads
+all of them into fresh folders, `workers` at a time (default 4), `rounds` times each (default 3):
 - ours: the collector's model downloader (download route, storage redirect, SHA256 while streaming, fsync,
-  atomic rename) on the files the API lists, run in a child process so it shares no GIL with the server;
-- reference: `curl --parallel` following the same download route (`httpx` streaming to files when curl is
-  not installed), without hashing or fsync.
-It prints both throughputs and their ratio (goal: at least 0.9), then the peak RSS of our child for 16 MB and
-`size_mb` MB files: streaming keeps it flat whatever the file size.
+  atomic rename) on the files the API lists, in a child process so it shares no GIL with the server;
+- reference: `curl --parallel --parallel-max workers` following the same download route to files on the same
+  disk (`httpx` streaming to files when curl is not installed), without hashing or fsync; then once more
+  timed up to the end of a `sync`, the cost of making its files as durable as ours.
+Rounds alternate which one goes first, so neither always finds the page cache the other just freed. It prints
+the best time of each with the median, the CPU seconds each spent (with 2 cores and a server to feed, the CPU
+a transfer needs bounds its speed, and CPU time stays honest on a busy machine where wall time does not), the
+sandbox server's CPU, and the ratio (goal: at least 0.9). Then the peak RSS of our child for 16 MB and 256 MB
+files: streaming keeps it flat whatever the file size.
 """
 
 from __future__ import annotations
@@ -19,16 +23,32 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 MB = 1024 * 1024
 REPO = Path(__file__).resolve().parents[1]
 CREATOR = "bench"
+RSS_FILES = 4
+RSS_SIZES_MB = (16, 256)
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """One timed download of every file: wall seconds, CPU seconds of the downloader, CPU of the server."""
+
+    elapsed: float
+    cpu: float
+    server_cpu: float
+    durable: float | None = None
+    peak_rss_mb: float | None = None
 
 
 def build_dataset(files: int, size: int) -> object:
@@ -44,13 +64,13 @@ def build_dataset(files: int, size: int) -> object:
 
 def child(base_url: str, root: str, workers: int) -> None:
     """List the bench creator's files through the API (not timed), then download them all with the
-    collector's model downloader, `workers` at a time; print elapsed seconds and peak RSS."""
+    collector's model downloader, `workers` at a time; print elapsed and CPU seconds and peak RSS."""
     from peropix_tui.civitai.client import CivitaiClient
     from peropix_tui.civitai.download import FileJob, ModelDownloader
     from peropix_tui.civitai.listing import list_models
     from peropix_tui.core.jobs import Executors, ExecutorSizes
 
-    async def run() -> float:
+    async def run() -> tuple[float, float]:
         executors = Executors(ExecutorSizes(io=workers + 1))
         try:
             async with CivitaiClient(base_url, None, spacing_s=0.0) as client:
@@ -70,28 +90,42 @@ def child(base_url: str, root: str, workers: int) -> None:
                     if outcome.status.value != "done":
                         raise SystemExit(f"bench download failed: {outcome}")
 
+                cpu = cpu_seconds(resource.RUSAGE_SELF)
                 started = time.perf_counter()
                 await asyncio.gather(*(one(job) for job in jobs))
-                return time.perf_counter() - started
+                return time.perf_counter() - started, cpu_seconds(resource.RUSAGE_SELF) - cpu
         finally:
             executors.shutdown()
 
     Path(root).mkdir(parents=True, exist_ok=True)
-    elapsed = asyncio.run(run())
+    elapsed, cpu = asyncio.run(run())
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"elapsed": elapsed, "peak_rss_mb": peak_kb / 1024}))
+    print(json.dumps({"elapsed": elapsed, "cpu": cpu, "peak_rss_mb": peak_kb / 1024}))
 
 
-def ours(base_url: str, root: Path, workers: int) -> tuple[float, float]:
+def cpu_seconds(who: int) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
+def ours(base_url: str, root: Path, workers: int) -> Run:
+    server = cpu_seconds(resource.RUSAGE_SELF)
     done = subprocess.run(
         [sys.executable, __file__, "--child", base_url, str(root), str(workers)],
         cwd=REPO,
         capture_output=True,
         text=True,
-        check=True,
+        check=False,
     )
+    if done.returncode != 0:
+        raise SystemExit(f"our download child failed: {done.stderr.strip()[-2000:]}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    return float(result["elapsed"]), float(result["peak_rss_mb"])
+    return Run(
+        float(result["elapsed"]),
+        float(result["cpu"]),
+        cpu_seconds(resource.RUSAGE_SELF) - server,
+        peak_rss_mb=float(result["peak_rss_mb"]),
+    )
 
 
 def download_urls(sandbox: object, base_url: str) -> list[tuple[str, str]]:
@@ -99,22 +133,27 @@ def download_urls(sandbox: object, base_url: str) -> list[tuple[str, str]]:
     return [(f"{base_url}/api/download/models/{f.version_id}?fileId={f.id}", f.name) for f in dataset.files.values()]
 
 
-def reference_curl(urls: list[tuple[str, str]], folder: Path, workers: int) -> tuple[float, float]:
-    """curl's time, and its time plus a `sync` (what making its files durable costs on this disk)."""
+def reference_curl(urls: list[tuple[str, str]], folder: Path, workers: int) -> Run:
+    """curl's time and CPU, and its time up to the end of a `sync` (what making its files durable costs)."""
     command = ["curl", "--silent", "--show-error", "--fail", "--location", "--parallel"]
     command += ["--parallel-max", str(workers)]
     for url, name in urls:
         command += ["--output", str(folder / name), url]
+    server = cpu_seconds(resource.RUSAGE_SELF)
+    cpu = cpu_seconds(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     done = subprocess.run(command, check=False, capture_output=True, text=True)
     elapsed = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"curl failed: {done.stderr.strip()[-500:]}")
-    subprocess.run(["sync"], check=True)
-    return elapsed, time.perf_counter() - started
+    used = cpu_seconds(resource.RUSAGE_CHILDREN) - cpu
+    server_cpu = cpu_seconds(resource.RUSAGE_SELF) - server
+    os.sync()
+    return Run(elapsed, used, server_cpu, durable=time.perf_counter() - started)
 
 
-def reference_httpx(urls: list[tuple[str, str]], folder: Path, workers: int) -> tuple[float, float]:
+def reference_httpx(urls: list[tuple[str, str]], folder: Path, workers: int) -> Run:
+    """Plain httpx streaming to files, for machines without curl (its CPU is shared with the server here)."""
     import httpx
 
     async def fetch(client: httpx.AsyncClient, gate: asyncio.Semaphore, url: str, name: str) -> None:
@@ -124,17 +163,18 @@ def reference_httpx(urls: list[tuple[str, str]], folder: Path, workers: int) -> 
                 async for chunk in response.aiter_raw():
                     fh.write(chunk)
 
-    async def run() -> float:
+    async def run() -> None:
         gate = asyncio.Semaphore(workers)
         async with httpx.AsyncClient(follow_redirects=True, timeout=120) as client:
             await asyncio.gather(*(fetch(client, gate, url, name) for url, name in urls))
-        return 0.0
 
+    cpu = cpu_seconds(resource.RUSAGE_SELF)
     started = time.perf_counter()
     asyncio.run(run())
     elapsed = time.perf_counter() - started
+    used = cpu_seconds(resource.RUSAGE_SELF) - cpu
     os.sync()
-    return elapsed, time.perf_counter() - started
+    return Run(elapsed, used, used, durable=time.perf_counter() - started)
 
 
 def warm(base_url: str) -> None:
@@ -143,24 +183,52 @@ def warm(base_url: str) -> None:
         answer.read()
 
 
-def measure(files: int, size: int, workers: int, scratch: Path) -> tuple[float, tuple[float, float], float, str]:
+def measure(files: int, size: int, workers: int, rounds: int, scratch: Path) -> tuple[list[Run], list[Run], str]:
+    """`rounds` runs of ours and of the reference on one server, alternating which goes first."""
     from peropix_tui.sandbox.civitai_server import CivitaiSandbox
 
+    name = "curl" if shutil.which("curl") else "httpx"
+    reference = reference_curl if name == "curl" else reference_httpx
+    ours_runs: list[Run] = []
+    reference_runs: list[Run] = []
     with CivitaiSandbox(build_dataset(files, size)) as sandbox:  # type: ignore[arg-type]
         base_url = sandbox.base_url
         warm(base_url)
-        ours_root = scratch / f"ours-{size}"
-        elapsed, peak = ours(base_url, ours_root, workers)
-        shutil.rmtree(ours_root)
-        reference_dir = scratch / f"reference-{size}"
-        reference_dir.mkdir()
         urls = download_urls(sandbox, base_url)
-        if shutil.which("curl"):
-            name, reference = "curl", reference_curl(urls, reference_dir, workers)
-        else:
-            name, reference = "httpx", reference_httpx(urls, reference_dir, workers)
-        shutil.rmtree(reference_dir)
-    return elapsed, reference, peak, name
+        for n in range(rounds):
+            steps: list[Callable[[Path], None]] = [
+                lambda folder: ours_runs.append(ours(base_url, folder, workers)),
+                lambda folder: reference_runs.append(reference(urls, folder, workers)),
+            ]
+            for step in steps if n % 2 == 0 else steps[::-1]:
+                folder = scratch / f"round-{n}"
+                folder.mkdir()
+                step(folder)
+                shutil.rmtree(folder)
+    return ours_runs, reference_runs, name
+
+
+def peak_rss(files: int, size_mb: int, workers: int, scratch: Path) -> float:
+    from peropix_tui.sandbox.civitai_server import CivitaiSandbox
+
+    with CivitaiSandbox(build_dataset(files, size_mb * MB)) as sandbox:  # type: ignore[arg-type]
+        warm(sandbox.base_url)
+        folder = scratch / f"rss-{size_mb}"
+        run = ours(sandbox.base_url, folder, workers)
+        shutil.rmtree(folder)
+    assert run.peak_rss_mb is not None
+    return run.peak_rss_mb
+
+
+def line(label: str, runs: list[Run], total_mb: float, *, durable: bool = False) -> tuple[float, float]:
+    """Print the best and median time of `runs`; return them."""
+    times = [(run.durable if durable and run.durable is not None else run.elapsed) for run in runs]
+    best, median = min(times), statistics.median(times)
+    cpu = statistics.median(run.cpu for run in runs)
+    server = statistics.median(run.server_cpu for run in runs)
+    extra = "" if durable else f"  CPU {cpu:5.2f} s (server {server:4.2f} s)"
+    print(f"  {label:<32}: {best:6.2f} s {total_mb / best:7.1f} MB/s  median {median:6.2f} s{extra}")
+    return best, median
 
 
 def main() -> None:
@@ -170,18 +238,31 @@ def main() -> None:
     files = int(sys.argv[1]) if len(sys.argv) > 1 else 20
     size_mb = int(sys.argv[2]) if len(sys.argv) > 2 else 64
     workers = int(sys.argv[3]) if len(sys.argv) > 3 else 4
+    rounds = int(sys.argv[4]) if len(sys.argv) > 4 else 3
     total_mb = files * size_mb
     with tempfile.TemporaryDirectory(prefix="peropix-bench-") as tmp:
         scratch = Path(tmp)
-        elapsed, (reference, durable), peak, name = measure(files, size_mb * MB, workers, scratch)
+        load = os.getloadavg()[0]
+        ours_runs, reference_runs, name = measure(files, size_mb * MB, workers, rounds, scratch)
+        load = max(load, os.getloadavg()[0])
         print(f"{files} files x {size_mb} MB, {workers} at a time, from the sandbox server on 127.0.0.1")
-        print(f"  ours (SHA256 + fsync + rename): {elapsed:7.2f} s  {total_mb / elapsed:8.1f} MB/s")
-        print(f"  {name:<30}: {reference:7.2f} s  {total_mb / reference:8.1f} MB/s")
-        print(f"  {name + ' then sync':<30}: {durable:7.2f} s  {total_mb / durable:8.1f} MB/s")
-        print(f"  ratio ours/{name} throughput: {reference / elapsed:.2f}x  (goal >= 0.9x)")
-        print(f"  ratio ours/({name} then sync): {durable / elapsed:.2f}x")
-        small_peak = measure(files, 16 * MB, workers, scratch)[2]
-        print(f"  peak RSS of our run: {small_peak:6.1f} MB with 16 MB files, {peak:6.1f} MB with {size_mb} MB files")
+        print(f"  best of {rounds} rounds; {os.cpu_count()} CPUs, load average up to {load:.1f} while measuring")
+        ours_best, ours_median = line("ours (SHA256 + fsync + rename)", ours_runs, total_mb)
+        ref_best, ref_median = line(name, reference_runs, total_mb)
+        durable_best, durable_median = line(f"{name} then sync", reference_runs, total_mb, durable=True)
+        print(
+            f"  ratio ours/{name} throughput: {ref_best / ours_best:.2f}x best, "
+            f"{ref_median / ours_median:.2f}x median (goal >= 0.9x)"
+        )
+        print(
+            f"  ratio ours/({name} then sync): {durable_best / ours_best:.2f}x best, "
+            f"{durable_median / ours_median:.2f}x median"
+        )
+        small, large = (peak_rss(RSS_FILES, size, workers, scratch) for size in RSS_SIZES_MB)
+        print(
+            f"  peak RSS of our run ({RSS_FILES} files): {small:6.1f} MB with {RSS_SIZES_MB[0]} MB files, "
+            f"{large:6.1f} MB with {RSS_SIZES_MB[1]} MB files"
+        )
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ reader can do on the same file: a plain `sqlite3` connection and `SELECT … ORD
 
 from __future__ import annotations
 
-import io
 import random
 import sqlite3
 import statistics
@@ -19,9 +18,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from PIL import Image
+from history_data import TAGS, thumbnails
 
-from peropix_tui.core.history import Entry, HistoryStore, make_thumbnail
+from peropix_tui.core.history import Entry, HistoryStore
 from peropix_tui.core.metadata import ImageMetadata
 
 ENTRIES = 20_000
@@ -30,39 +29,7 @@ DEEP = 19_000
 RUNS = 30
 FILTER = "silver hair"
 RARE = "kitsune mask"  # in one prompt of 200
-NAI_IMAGE = (
-    Path(__file__).resolve().parent.parent
-    / "tests"
-    / "fixtures"
-    / "images"
-    / "nai__enslo_sd-metadata__novelai-full-3char.png"
-)
-
-TAG_TEXT = (
-    "1girl 1boy 2girls solo looking_at_viewer smile open_mouth blush long_hair short_hair silver_hair black_hair "
-    "blonde_hair red_eyes blue_eyes green_eyes hat ribbon hair_ornament dress skirt school_uniform serafuku "
-    "thighhighs gloves jacket hoodie outdoors indoors night sky cloud cherry_blossoms city street beach ocean "
-    "forest sunset rain snow upper_body full_body cowboy_shot from_above from_side portrait masterpiece "
-    "best_quality amazing_quality very_aesthetic absurdres highres detailed_background depth_of_field "
-    "cat_ears fox_ears animal_ears tail wings halo holding_umbrella holding_book sitting standing walking "
-    "silvery_white silhouette sparkle light_particles lens_flare"
-)
-TAGS = TAG_TEXT.split()
 COLUMNS = "id, created, path, provider, model, seed, width, height, steps, cfg, sampler, prompt, negative"
-
-
-def thumbnails(rng: random.Random, count: int) -> list[bytes]:
-    """Thumbnails of random crops of a real NovelAI image, so their sizes are those of real ones."""
-    out = []
-    with Image.open(NAI_IMAGE) as source:
-        source.load()
-        for _ in range(count):
-            side = rng.randrange(384, 1024)
-            x, y = rng.randrange(0, 1024 - side + 1), rng.randrange(0, 1024 - side + 1)
-            buf = io.BytesIO()
-            source.crop((x, y, x + side, y + side)).resize((832, 1216)).save(buf, format="PNG")
-            out.append(make_thumbnail(buf.getvalue()))
-    return out
 
 
 def fill(store: HistoryStore) -> float:

@@ -12,7 +12,6 @@ means the list opens as fast on 20,000 entries as on none.
 from __future__ import annotations
 
 import asyncio
-import io
 import os
 import random
 import shutil
@@ -21,43 +20,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from PIL import Image
+from history_data import NAI_IMAGE, TAGS, thumbnails
 
 from peropix_tui.app import PeropixApp
-from peropix_tui.core.history import HistoryStore, make_thumbnail
+from peropix_tui.core.history import HistoryStore
 from peropix_tui.core.metadata import ImageMetadata
 from peropix_tui.screens.history import PAGE_SIZE, HistoryScreen
 
 ENTRIES = 20_000
 RUNS = 9
 SIZE = (140, 40)
-NAI_IMAGE = (
-    Path(__file__).resolve().parent.parent
-    / "tests"
-    / "fixtures"
-    / "images"
-    / "nai__enslo_sd-metadata__novelai-full-3char.png"
-)
-TAG_TEXT = (
-    "1girl 1boy solo smile blush long_hair short_hair silver_hair black_hair red_eyes blue_eyes hat ribbon dress "
-    "school_uniform outdoors night sky cherry_blossoms city beach upper_body full_body masterpiece best_quality "
-    "cat_ears fox_ears wings halo sitting standing sparkle lens_flare"
-)
-TAGS = TAG_TEXT.split()
-
-
-def thumbnails(rng: random.Random, count: int) -> list[bytes]:
-    """Real thumbnails (crops of a real NovelAI image), so the selected row's preview costs what it does."""
-    out = []
-    with Image.open(NAI_IMAGE) as source:
-        source.load()
-        for _ in range(count):
-            side = rng.randrange(384, 1024)
-            x, y = rng.randrange(0, source.width - side + 1), rng.randrange(0, source.height - side + 1)
-            buf = io.BytesIO()
-            source.crop((x, y, x + side, y + side)).save(buf, format="PNG")
-            out.append(make_thumbnail(buf.getvalue()))
-    return out
 
 
 def fill(data_dir: Path, count: int) -> None:

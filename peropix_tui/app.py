@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -24,10 +25,12 @@ from textual.worker import Worker, get_current_worker
 
 from peropix_tui.core.config import Config
 from peropix_tui.core.errors import PeropixError
-from peropix_tui.core.jobs import Executors, ExecutorSizes, JobManager
+from peropix_tui.core.jobs import Executors, ExecutorSizes, JobEvent, JobManager, JobState, UnknownJobError
+from peropix_tui.core.notify import QueueTally, queue_finished
+from peropix_tui.core.outputs import prune_unsaved
 from peropix_tui.core.paths import AppDirs
 from peropix_tui.core.secrets import SecretStore
-from peropix_tui.messages import ApplySettings, HistoryAdded, HistoryEvent, HistoryStatus
+from peropix_tui.messages import ApplySettings, HistoryAdded, HistoryEvent, HistoryStatus, UseImage
 from peropix_tui.nai_access import NaiAccess
 from peropix_tui.navigation import MODE_INFO
 from peropix_tui.palette import PeropixCommands
@@ -117,7 +120,7 @@ class PeropixApp(App[int]):
         sizes = self.config.settings.executors
         self.jobs = JobManager(
             executors=Executors(ExecutorSizes(gpu=sizes.gpu, metadata=sizes.metadata, io=sizes.io, hash=sizes.hash)),
-            limits={"nai": 1, "gpu": 1},
+            limits={"nai": 1, "gpu": 1, "civitai": 1},
         )
         # Tests and snapshots force a renderer; otherwise the setting decides (see widgets/image_preview.py).
         self.image_widget = image_widget or self.config.settings.ui.image_renderer
@@ -138,6 +141,9 @@ class PeropixApp(App[int]):
         self._scans = threading.Condition()
         self._scans_running = 0
         """History scan threads still running; quitting waits for them before closing the store."""
+        self._queue_tally = QueueTally()
+        """What the generation queue did since it was last idle, for the notification when it runs dry."""
+        self._unwatch_queue: Callable[[], None] | None = None
 
     def on_mount(self) -> None:
         for issue in self.config.issues:
@@ -145,6 +151,7 @@ class PeropixApp(App[int]):
         if self.secrets.problem:
             self.notify(self.secrets.problem, title="Secrets", severity="warning", markup=False, timeout=10)
         self.call_after_refresh(self.scan_history, first=True)
+        self._unwatch_queue = self.jobs.subscribe(self._watch_generation_queue)
         self.show_sandbox_badge()
         if self._offer_welcome:
             self._welcome()
@@ -202,6 +209,8 @@ class PeropixApp(App[int]):
             store = self.open_history()
             if store.recovered:
                 self.post_message(HistoryStatus(HistoryEvent("failed", message=store.recovered)))
+            if first:
+                self._prune_unsaved(store)
             self.post_message(HistoryStatus(HistoryEvent("opened")))
             if first and store.count(include_deleted=True) > 0:
                 return
@@ -227,6 +236,15 @@ class PeropixApp(App[int]):
             log.info("history import skipped %s: %s", path, reason)
         event = HistoryEvent("imported", added=report.added, skipped=len(report.skipped), removed=removed)
         self.post_message(HistoryStatus(event))
+
+    def _prune_unsaved(self, store: HistoryStore) -> None:
+        """Delete the unsaved images past their time or beyond the size cap, and their history entries."""
+        saving = self.config.settings.saving
+        folder = self.config.unsaved_dir
+        pruned = prune_unsaved(folder, keep_days=saving.unsaved_keep_days, max_bytes=saving.unsaved_max_mb << 20)
+        if pruned:
+            log.info("deleted %d unsaved images from %s", len(pruned), folder)
+            store.forget(pruned)
 
     def _wait_for_scans(self, timeout: float) -> None:
         with self._scans:
@@ -255,9 +273,61 @@ class PeropixApp(App[int]):
         self.history_event = event
         self.history_signal.publish(event)
 
+    @work(thread=True, group="save-unsaved", exit_on_error=False)
+    def save_unsaved_image(self, entry_id: int) -> None:
+        """Save an image that waits unsaved (auto-save off) into the outputs folder with the saving settings."""
+        from peropix_tui.engine.run import save_unsaved
+
+        config = self.config
+        try:
+            options = config.save_options()
+            store = self.open_history()
+            path = save_unsaved(
+                store, entry_id, outputs_dir=config.outputs_dir, unsaved_dir=config.unsaved_dir, options=options
+            )
+        except PeropixError as exc:
+            self.notify(str(exc), title="Not saved", severity="warning", markup=False)
+            return
+        self.notify(f"Saved {path}", title="Saved", markup=False)
+        self.post_message(HistoryAdded(entry_id))
+
+    # Generation queue ----------------------------------------------------------------------------------------
+
+    def _watch_generation_queue(self, event: JobEvent) -> None:
+        """Tally finished generation jobs; when none is left queued or running, ring and notify as set."""
+        if event.kind != "state" or not event.state.terminal:
+            return
+        from peropix_tui.screens.generate import GENERATION_KIND
+
+        try:
+            job = self.jobs.get(event.job_id)
+        except UnknownJobError:
+            return
+        if job.kind != GENERATION_KIND:
+            return
+        if event.state is JobState.DONE:
+            outputs = job.result or []
+            unsaved = sum(1 for output in outputs if output.unsaved)
+            self._queue_tally.job_done(saved=len(outputs) - unsaved, unsaved=unsaved)
+        elif event.state is JobState.FAILED:
+            self._queue_tally.job_failed()
+        else:
+            self._queue_tally.job_cancelled()
+        if any(other.kind == GENERATION_KIND and not other.state.terminal for other in self.jobs.jobs):
+            return
+        notify = self.config.settings.notify
+        text = queue_finished(self._queue_tally.take(), bell=notify.bell, desktop=notify.desktop, environ=os.environ)
+        if text and self._driver is not None:
+            # Through the driver, as Textual writes the bell and OSC 52 itself: never in the middle of a frame.
+            self._driver.write(text)
+
     async def on_apply_settings(self, message: ApplySettings) -> None:
         await self.switch_mode("generate")
         # The mode's own screen, not a modal that may be open above it.
+        self.screen_stack[0].post_message(message.forwarded())
+
+    async def on_use_image(self, message: UseImage) -> None:
+        await self.switch_mode("generate")
         self.screen_stack[0].post_message(message.forwarded())
 
     # Actions ---------------------------------------------------------------------------------------------------
@@ -285,6 +355,8 @@ class PeropixApp(App[int]):
         )
 
     async def on_unmount(self) -> None:
+        if self._unwatch_queue is not None:
+            self._unwatch_queue()  # jobs cancelled by quitting are not news
         await self.jobs.aclose()
         await self.nai.aclose()
         scans: list[Worker[Any]] = [w for w in self.workers if w.group == "history-scan"]

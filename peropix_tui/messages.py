@@ -1,6 +1,7 @@
 """Messages that cross screens. They are posted to the app, which routes them: screens never call each other.
 
-`ApplySettings` goes from the History pane to the Generate screen (the app switches mode and forwards it);
+`ApplySettings` goes from the History pane to the Generate screen (the app switches mode and forwards it), and so
+does `UseImage` (an image file as the img2img or inpaint base, a vibe or the character reference);
 `HistoryAdded` is posted by whatever saved an image into the history store, so the History pane shows it
 without a rescan; `HistoryStatus` carries the app's history worker's news to the app thread, which publishes it
 as a `HistoryEvent` on `app.history_signal` for the screens that follow the store.
@@ -9,6 +10,7 @@ as a `HistoryEvent` on `app.history_signal` for the screens that follow the stor
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from textual.message import Message
@@ -18,6 +20,10 @@ if TYPE_CHECKING:
 
 ApplyWhat = Literal["all", "prompt", "seed"]
 """What to take from an image: every setting, the prompts (with their quality-tag and preset flags), the seed."""
+
+UseAs = Literal["img2img", "inpaint", "vibe", "reference"]
+"""What an image file becomes in the next generation: the img2img base, the inpaint base (a mask is asked for next),
+a vibe, or the character reference."""
 
 HistoryEventKind = Literal["opened", "progress", "imported", "added", "failed"]
 
@@ -39,6 +45,23 @@ class ApplySettings(Message, bubble=False):
     def forwarded(self) -> ApplySettings:
         """A fresh copy for the next recipient: a handled message is not posted again."""
         return ApplySettings(self.metadata, self.what, self.source)
+
+
+class UseImage(Message, bubble=False):
+    """Use an image file as an input of the next generation (see `UseAs`).
+
+    Post it to the app: like `ApplySettings`, it shows the Generate mode and hands the message on.
+    """
+
+    def __init__(self, path: Path, use: UseAs, source: str = "") -> None:
+        super().__init__()
+        self.path = path
+        self.use: UseAs = use
+        self.source = source
+        """Where the image comes from (a file name), for the notification."""
+
+    def forwarded(self) -> UseImage:
+        return UseImage(self.path, self.use, self.source)
 
 
 class HistoryAdded(Message):

@@ -9,6 +9,9 @@
 - The key travels only as `Authorization: Bearer`, only to the configured API origin or CivitAI's own site
   hosts over https: never to storage, never to image hosts, never in a URL.
 - The User-Agent is not a browser's: a browser-like one makes CivitAI answer auth failures with HTML.
+- File transfers use a blocking client on worker threads whose HTTP/1.1 connections read `STORAGE_READ_BYTES`
+  per receive: at httpcore's default of 64 KiB, a multi-gigabyte model file costs a trip through h11 and httpx,
+  with their copies and allocations, every 64 KiB.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from types import TracebackType
 from typing import Any, Final
 from urllib.parse import urljoin
 
+import httpcore
 import httpx
 
 from peropix_tui import __version__
@@ -40,6 +44,7 @@ RETRY_STATUSES: Final = frozenset({500, 502, 503, 504})
 MAX_ERROR_BODY: Final = 64 * 1024
 MAX_JSON_BODY: Final = 256 * 1024 * 1024
 MAX_SPACING_S: Final = 10.0
+STORAGE_READ_BYTES: Final = 1 << 20
 _KEY_HOSTS: Final = frozenset(CIVITAI_SITES) | {f"www.{site}" for site in CIVITAI_SITES}
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -168,6 +173,7 @@ class CivitaiClient:
         shared = self._shared
         with shared.storage_lock:
             if shared.storage is None:
+                _widen_blocking_reads()
                 shared.storage = httpx.Client(
                     headers={"User-Agent": USER_AGENT},
                     timeout=shared.timeout,
@@ -319,6 +325,17 @@ class CivitaiClient:
                 ) from None
             raise
         return document if isinstance(document, dict) else {}
+
+
+def _widen_blocking_reads() -> None:
+    """Make blocking HTTP/1.1 connections read up to `STORAGE_READ_BYTES` per receive.
+
+    httpcore has no per-client setting for its read size, only this class attribute, and it governs the
+    blocking connections alone (the async client keeps its own): in this program those carry file transfers
+    only. It is a maximum per receive, so small answers cost no more memory than before.
+    """
+    if httpcore.HTTP11Connection.READ_NUM_BYTES < STORAGE_READ_BYTES:
+        httpcore.HTTP11Connection.READ_NUM_BYTES = STORAGE_READ_BYTES
 
 
 def _query(params: Mapping[str, Any] | None) -> list[tuple[str, str | int | float | bool | None]] | None:

@@ -45,11 +45,15 @@ from peropix_tui.civitai.events import (
     Event,
     EventSink,
     FileProgress,
+    FileQueued,
     FileStarted,
     ImagesFound,
+    ImageStarted,
     ItemFinished,
     Notice,
+    Phase,
     Tally,
+    item_key,
 )
 from peropix_tui.civitai.jsonio import dump_json
 from peropix_tui.civitai.layout import (
@@ -110,6 +114,7 @@ class _FileTask:
     model_id: int
     name: str
     adopt: bool
+    model_name: str
 
 
 @dataclass(slots=True)
@@ -250,6 +255,7 @@ class Collector:
         """Check the key once, then collect each creator; a creator that cannot be listed is reported and
         skipped. Returns the tally of everything (also in `total`)."""
         try:
+            self.emit(Phase("checking the CivitAI API key"))
             me = await self.client.me()
             if me is not None:
                 self.emit(Notice(f"API key accepted for {me.get('username') or 'your account'}"))
@@ -357,7 +363,9 @@ class Collector:
                     if entry is not None and entry.status is Status.DONE:
                         if await self.executors.run("io", verified, entry):
                             counts["verified"] += 1
-                            self._settled(tally, ItemFinished("model", file_id, label, VERIFIED, size=entry.size))
+                            self._settled(
+                                tally, ItemFinished("model", file_id, label, VERIFIED, size=entry.size, model=name)
+                            )
                             continue
                     elif entry is not None and not due(
                         entry, now=now, retry_failed=self.options.retry_failed, have_key=bool(client.api_key)
@@ -365,13 +373,22 @@ class Collector:
                         counts["waiting"] += 1
                         self._settled(
                             tally,
-                            ItemFinished("model", file_id, label, entry.status.value, entry.reason, entry.info),
+                            ItemFinished(
+                                "model",
+                                file_id,
+                                label,
+                                entry.status.value,
+                                entry.reason,
+                                entry.info,
+                                model=name,
+                                retry_after=entry.retry_after,
+                            ),
                         )
                         continue
                     adopt = entry is None and job.expected_sha256 is not None
                     counts["todo"] += 1
                     counts["bytes"] += job.expected_size or 0
-                    file_tasks.append(_FileTask(job, model_type, model_id, label, adopt))
+                    file_tasks.append(_FileTask(job, model_type, model_id, label, adopt, name))
             book.set_model(model_id, record)
         self.emit(
             CreatorPlanned(
@@ -397,6 +414,9 @@ class Collector:
         image_queue: asyncio.Queue[object] = asyncio.Queue(maxsize=self.options.image_workers * 4)
         models = ModelDownloader(state.client, self.executors)
         images = ImageDownloader(state.client, self.executors)
+        for task in state.file_tasks:
+            key = item_key("model", task.job.file_id)
+            self.emit(FileQueued(key, "model", task.name, task.model_name, task.job.expected_size))
 
         async def feed_files() -> None:
             try:
@@ -454,7 +474,7 @@ class Collector:
 
     async def _file(self, state: _CreatorRun, downloader: ModelDownloader, task: _FileTask) -> None:
         job = task.job
-        key = f"file:{job.file_id}"
+        key = item_key("model", job.file_id)
         base = Entry(
             "model",
             str(job.file_id),
@@ -470,7 +490,10 @@ class Collector:
             if hashes.sha256 == job.expected_sha256:
                 base.status, base.size, base.sha256 = Status.DONE, hashes.size, hashes.sha256
                 state.book.record(base)
-                self._settled(state.tally, ItemFinished("model", job.file_id, task.name, VERIFIED, size=hashes.size))
+                finished = ItemFinished(
+                    "model", job.file_id, task.name, VERIFIED, size=hashes.size, model=task.model_name
+                )
+                self._settled(state.tally, finished)
                 return
         if self.quota_hit:
             outcome = Outcome(
@@ -508,7 +531,16 @@ class Collector:
         self._settled(
             state.tally,
             ItemFinished(
-                "model", job.file_id, task.name, outcome.status.value, outcome.reason, outcome.info, outcome.size, key
+                "model",
+                job.file_id,
+                task.name,
+                outcome.status.value,
+                outcome.reason,
+                outcome.info,
+                outcome.size,
+                key,
+                model=task.model_name,
+                retry_after=outcome.retry_after,
             ),
         )
 
@@ -516,6 +548,7 @@ class Collector:
         """Per model: its JSON and description; per version: its JSON and trigger words, and (unless images
         are off) its images, settled from disk or queued for download. Runs beside the file downloads."""
         for plan in state.plans:
+            self.emit(Phase(f"{state.username}: images of {plan.record.name}"))
             await self.executors.run("io", self._write_model_files, plan)
             for version in plan.versions:
                 if not self.options.images:
@@ -535,6 +568,7 @@ class Collector:
                         self._settled(state.tally, settled)
                         continue
                     todo += 1
+                    self.emit(FileQueued(item_key("image", task.ident), "image", str(task.ident), plan.record.name))
                     await queue.put(task)
                 self.emit(ImagesFound(state.username, int(version["id"]), count, todo))
 
@@ -665,7 +699,8 @@ class Collector:
         entry = state.book.get("image", ident)
         if entry is not None and self._verified_here(entry, task):
             self._ensure_sidecar(task, entry.path or "")
-            return ItemFinished("image", ident, Path(entry.path or "").name, VERIFIED, size=entry.size)
+            model = task.context.model_name
+            return ItemFinished("image", ident, Path(entry.path or "").name, VERIFIED, size=entry.size, model=model)
         if ident in task.on_disk:
             path = task.folder / task.on_disk[ident]
             try:
@@ -685,9 +720,18 @@ class Collector:
                 )
                 state.book.record(found)
             self._ensure_sidecar(task, task.urls[0])
-            return ItemFinished("image", ident, path.name, VERIFIED, size=size)
+            return ItemFinished("image", ident, path.name, VERIFIED, size=size, model=task.context.model_name)
         if entry is not None and entry.status is not Status.DONE and not self._due(state, entry):
-            return ItemFinished("image", ident, str(ident), entry.status.value, entry.reason, entry.info)
+            return ItemFinished(
+                "image",
+                ident,
+                str(ident),
+                entry.status.value,
+                entry.reason,
+                entry.info,
+                model=task.context.model_name,
+                retry_after=entry.retry_after,
+            )
         return None
 
     def _ensure_sidecar(self, task: _ImageTask, url: str) -> None:
@@ -702,6 +746,7 @@ class Collector:
 
     async def _image(self, state: _CreatorRun, downloader: ImageDownloader, task: _ImageTask) -> None:
         ident = int(task.image["id"])
+        self.emit(ImageStarted(item_key("image", ident)))
         entry = Entry(
             "image",
             str(ident),
@@ -721,7 +766,10 @@ class Collector:
                 failure.http_status,
             )
             state.book.record(entry)
-            self._settled(state.tally, ItemFinished("image", ident, str(ident), "failed", failure.reason, failure.info))
+            failed = ItemFinished(
+                "image", ident, str(ident), "failed", failure.reason, failure.info, model=task.context.model_name
+            )
+            self._settled(state.tally, failed)
             return
         try:
             await self.executors.run("io", self._write_sidecar, task, result.url)
@@ -733,7 +781,16 @@ class Collector:
         state.book.record(entry)
         self._settled(
             state.tally,
-            ItemFinished("image", ident, result.path.name, entry.status.value, entry.reason, entry.info, result.size),
+            ItemFinished(
+                "image",
+                ident,
+                result.path.name,
+                entry.status.value,
+                entry.reason,
+                entry.info,
+                result.size,
+                model=task.context.model_name,
+            ),
         )
 
 

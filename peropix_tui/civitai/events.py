@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Literal
 
 ItemKind = Literal["model", "image"]
@@ -18,10 +19,23 @@ VERIFIED = "verified"
 """Tally word for a file that was already there and checked, so not downloaded again."""
 
 
+def item_key(kind: ItemKind, ident: int) -> str:
+    """The one name of an item across its events (queued, started, progress, finished): `file:<id>` for a
+    model file, `image:<id>` for an image; ids of the two kinds may collide, keys do not."""
+    return f"file:{ident}" if kind == "model" else f"image:{ident}"
+
+
 @dataclass(frozen=True, slots=True)
 class Notice:
     message: str
     level: Level = "info"
+
+
+@dataclass(frozen=True, slots=True)
+class Phase:
+    """What the run is busy with between items, in a few words ("checking the API key")."""
+
+    message: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,10 +72,31 @@ class ImagesFound:
 
 
 @dataclass(frozen=True, slots=True)
+class FileQueued:
+    """An item waits for a download worker: every model file of a creator when its downloads begin, each
+    image as the walk of the image lists hands it to the (bounded) image queue."""
+
+    key: str
+    kind: ItemKind
+    name: str
+    model: str
+    total: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class FileStarted:
+    """A model file's transfer begins; `FileProgress` with the same key follows."""
+
     key: str
     name: str
     total: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ImageStarted:
+    """An image worker took a queued image; images report no byte progress (they are small)."""
+
+    key: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +108,8 @@ class FileProgress:
 
 @dataclass(frozen=True, slots=True)
 class ItemFinished:
-    """One model file or image is settled; `status` is a log status or `verified`."""
+    """One model file or image is settled; `status` is a log status or `verified`. `model` names the model it
+    belongs to; `retry_after` is when a deferred item becomes due."""
 
     kind: ItemKind
     ident: int
@@ -83,6 +119,8 @@ class ItemFinished:
     info: str = ""
     size: int | None = None
     key: str | None = None
+    model: str = ""
+    retry_after: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,13 +131,16 @@ class CreatorFinished:
 
 Event = (
     Notice
+    | Phase
     | CreatorStarted
     | CreatorPlanned
     | ImagesFound
+    | FileQueued
     | FileStarted
+    | ImageStarted
     | FileProgress
     | ItemFinished
-    | (CreatorFinished)
+    | CreatorFinished
 )
 EventSink = Callable[[Event], None]
 

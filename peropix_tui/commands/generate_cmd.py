@@ -18,6 +18,18 @@ DEFAULT_VIBE_STRENGTH: Final = 0.6
 DEFAULT_MAGNITUDE: Final = 3
 ENHANCE_FACTORS: Final = ("1", "1.5")
 """`--enhance` choices: the web's Enhance keeps the size (1) or upscales by half (1.5)."""
+FILE_FORMATS: Final = ("png", "webp", "jpeg")
+"""`--format` choices (core/outputs.SaveFormat, spelled out so building the parser imports nothing)."""
+
+
+def _save_quality(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to 100, not {text!r}")
+    return value
 
 
 class _CharAction(argparse.Action):
@@ -60,7 +72,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "folder with NovelAI-compatible metadata and index them in the history.",
     )
     text = parser.add_argument_group("prompt")
-    text.add_argument("--prompt", help="the prompt (required unless --from-image gives one)")
+    text.add_argument(
+        "--prompt",
+        help="the prompt (required unless --from-image gives one); __name__ draws a line of "
+        "<config dir>/wildcards/name.txt and <pick:a|b|c> one of its choices, anew for each request",
+    )
     text.add_argument("--negative", help="undesired content, added after the UC preset")
     text.add_argument(
         "--char",
@@ -151,6 +167,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     run = parser.add_argument_group("output")
     run.add_argument("--out", type=Path, metavar="DIR", help="outputs folder (default: the configured one)")
+    run.add_argument(
+        "--format",
+        dest="save_format",
+        choices=FILE_FORMATS,
+        help="file format: png keeps NovelAI's file as sent; webp and jpeg carry its metadata in EXIF "
+        "(default: the saving.format setting)",
+    )
+    run.add_argument(
+        "--save-quality",
+        type=_save_quality,
+        metavar="1-100",
+        help="WebP/JPEG quality (default: the saving.quality setting)",
+    )
     run.add_argument("--dry-run", action="store_true", help="print the request bodies and the cost; send nothing")
     run.add_argument("--json", action="store_true", help="print one JSON document instead of lines")
     run.add_argument(

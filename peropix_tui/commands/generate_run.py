@@ -5,6 +5,10 @@ A dry run touches no network and needs no token: it prints each request body exa
 first (a bad token fails before anything is sent and prices know the tier), then sends the requests one
 after the other; each request's images are saved and indexed as soon as it finishes, so an error or Ctrl-C
 later keeps every image already paid for, and the report says what was saved either way.
+
+Wildcards in the prompts are drawn once per request, before anything is sent, with the request's seed as the
+draw's seed: the same command with the same `--seed` and the same wildcard files sends the same prompts. The
+dry run prints what was drawn; a real run saves it in each image's metadata.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import argparse
 import asyncio
 import dataclasses
 import logging
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,7 +30,10 @@ from peropix_tui.commands.generate_plan import Plan
 from peropix_tui.core.config import Config
 from peropix_tui.core.errors import PeropixError
 from peropix_tui.core.history import HistoryStore
+from peropix_tui.core.notify import QueueSummary, queue_finished
+from peropix_tui.core.outputs import SaveOptions
 from peropix_tui.core.paths import AppDirs
+from peropix_tui.core.prompt.wildcards import WildcardLibrary
 from peropix_tui.core.secrets import SecretStore
 from peropix_tui.engine.nai.client import (
     GENERATE_PATH,
@@ -39,7 +47,7 @@ from peropix_tui.engine.nai.errors import NaiForbiddenError, NaiHttpError, NaiRe
 from peropix_tui.engine.nai.models import VibeSupport, model_spec
 from peropix_tui.engine.nai.payload import PENDING_ENCODING, build_payload, needs_encoding, redacted_payload
 from peropix_tui.engine.nai.vibe_cache import VibeCache, VibeKey
-from peropix_tui.engine.run import HistoryOpener, SavedOutput, save_output
+from peropix_tui.engine.run import ExpandedRequest, HistoryOpener, SavedOutput, expand_request, save_output
 from peropix_tui.engine.types import Action, GeneratedImage, GenerationRequest, ProgressEvent, read_image_input
 from peropix_tui.sandbox.session import NAI_PROVIDER, nai_provider, vibe_cache_dir
 
@@ -106,19 +114,43 @@ def _cached_vibes(request: GenerationRequest, cache_dir: Path) -> tuple[Generati
     return dataclasses.replace(request, vibes=tuple(vibes)), pending
 
 
+def drawn_batches(plan: Plan, config: Config) -> list[ExpandedRequest]:
+    """The plan's requests with their wildcards drawn (from `<config dir>/wildcards`), each request's seed
+    seeding its draw."""
+    library = WildcardLibrary.in_config_dir(config.dirs.config_dir)
+    drawn = []
+    for batch in plan.batches():
+        assert batch.seed is not None  # a plan's requests always have their seed
+        drawn.append(expand_request(batch, library, batch.seed))
+    return drawn
+
+
+def describe_draw(record: dict[str, Any]) -> str:
+    """One line saying what the wildcards drew: `wildcards (seed 7): __hair__ → silver hair; ...`."""
+    parts = []
+    for choice in record["choices"]:
+        field = "" if choice["field"] == "prompt" else f"{choice['field']}: "
+        parts.append(f"{field}{choice['source']} → {choice['value']!r}")
+    return f"wildcards (seed {record['seed']}): " + "; ".join(parts)
+
+
 def dry_run(plan: Plan, args: argparse.Namespace, config: Config) -> int:
-    """Print every request body and the price, for no subscription and for Opus; send nothing."""
+    """Print every request body (and what its wildcards drew) and the price, for no subscription and for Opus;
+    send nothing."""
     stream = stream_format(args)
     url = config.get("endpoints.nai_base_url").rstrip("/") + (STREAM_PATH if stream else GENERATE_PATH)
     opus = Account(tier=OPUS_TIER, active=True)
     requests: list[dict[str, Any]] = []
     cost = opus_cost = encodings = 0
-    for number, batch in enumerate(plan.batches()):
-        batch, pending = _cached_vibes(batch, vibe_cache_dir(config))
+    for number, drawn in enumerate(drawn_batches(plan, config)):
+        batch, pending = _cached_vibes(drawn.request, vibe_cache_dir(config))
         body = redacted_payload(request_body(batch, stream=stream))
         for index in pending:
             body["parameters"]["reference_image_multiple"][index] = PENDING_NOTE
-        requests.append({"method": "POST", "url": url, "body": body})
+        entry = {"method": "POST", "url": url, "body": body}
+        if drawn.record is not None:
+            entry["wildcards"] = drawn.record
+        requests.append(entry)
         # An encoding is paid once: the requests after the first find it in the cache.
         uncached = len(pending) if number == 0 else 0
         encodings += uncached
@@ -129,6 +161,8 @@ def dry_run(plan: Plan, args: argparse.Namespace, config: Config) -> int:
         _print_json({"requests": requests, "cost": {**summary, "vibe_encodings": encodings}})
         return 0
     for entry in requests:
+        if "wildcards" in entry:
+            print(describe_draw(entry["wildcards"]))
         print(f"{entry['method']} {entry['url']}")
         print(orjson.dumps(entry["body"], option=orjson.OPT_INDENT_2).decode())
     print(f"cost: {cost} Anlas for {_plural(plan.images, 'image')} (with an active Opus subscription: {opus_cost})")
@@ -204,6 +238,11 @@ class _Display:
         if self.lines:
             print(f"saved {image.path}  seed {image.seed}", flush=True)
 
+    def drawn(self, record: dict[str, Any]) -> None:
+        """What the wildcards of the next request drew."""
+        if self.lines:
+            print(describe_draw(record), flush=True)
+
 
 def _open_history(config: Config) -> HistoryStore | None:
     try:
@@ -220,13 +259,21 @@ class _Saver:
     """Saves and indexes each image as the TUI does (`save_output`), numbered across the whole run; an image
     that cannot be indexed is a warning, one that cannot be saved stops the run."""
 
-    def __init__(self, out_dir: Path, provider: str, history: HistoryStore | None) -> None:
+    def __init__(self, out_dir: Path, provider: str, history: HistoryStore | None, options: SaveOptions) -> None:
         self.out_dir = out_dir
         self.provider = provider
         self.history: HistoryOpener | None = None if history is None else lambda: history
+        self.options = options
 
-    def __call__(self, image: GeneratedImage, index: int) -> SavedOutput:
-        output = save_output(image, outputs_dir=self.out_dir, provider=self.provider, history=self.history)
+    def __call__(self, image: GeneratedImage, index: int, extra_peropix: dict[str, Any]) -> SavedOutput:
+        output = save_output(
+            image,
+            outputs_dir=self.out_dir,
+            provider=self.provider,
+            history=self.history,
+            options=self.options,
+            extra_peropix=extra_peropix,
+        )
         if output.problem is not None:
             warn(output.problem, logged=True)
         return dataclasses.replace(output, index=index)
@@ -243,17 +290,21 @@ async def _read_account(client: NovelAIClient) -> None:
 
 async def _generate(
     plan: Plan,
+    batches: list[ExpandedRequest],
     client: NovelAIClient,
     *,
     streaming: bool,
-    save: Callable[[GeneratedImage, int], SavedOutput],
+    save: Callable[[GeneratedImage, int, dict[str, Any]], SavedOutput],
     display: _Display,
     outcome: Outcome,
 ) -> None:
     await _read_account(client)
     priced = not model_spec(plan.request.model).legacy
     first = 0
-    for batch in plan.batches():
+    for drawn in batches:
+        batch = drawn.request
+        if drawn.record is not None:
+            display.drawn(drawn.record)
         estimate = await client.estimate(batch) if priced else None
 
         def progress(event: ProgressEvent, first: int = first) -> None:
@@ -262,7 +313,7 @@ async def _generate(
         images = await client.generate(batch, on_progress=progress, stream=streaming)
         outcome.cost = None if estimate is None or outcome.cost is None else outcome.cost + estimate.total
         for image in images:
-            saved = save(image, first + image.index)
+            saved = save(image, first + image.index, drawn.peropix_fields)
             outcome.saved.append(saved)
             display.saved(saved, len(outcome.saved))
         first += batch.n
@@ -273,10 +324,11 @@ async def _generate(
 
 async def _run(
     plan: Plan,
+    batches: list[ExpandedRequest],
     args: argparse.Namespace,
     config: Config,
     token: str,
-    save: Callable[[GeneratedImage, int], SavedOutput],
+    save: Callable[[GeneratedImage, int, dict[str, Any]], SavedOutput],
     outcome: Outcome,
 ) -> None:
     stream = stream_format(args)
@@ -289,7 +341,9 @@ async def _run(
     )
     async with client:
         with _Display(plan, bar=sys.stderr.isatty(), lines=not args.json) as display:
-            await _generate(plan, client, streaming=stream is not None, save=save, display=display, outcome=outcome)
+            await _generate(
+                plan, batches, client, streaming=stream is not None, save=save, display=display, outcome=outcome
+            )
 
 
 def _report(outcome: Outcome, plan: Plan, args: argparse.Namespace, provider: str, error: str | None = None) -> None:
@@ -315,8 +369,24 @@ def _report(outcome: Outcome, plan: Plan, args: argparse.Namespace, provider: st
     print(f"cost {cost}, balance {balance}{where}")
 
 
+def _ring(config: Config, outcome: Outcome, *, failed: bool) -> None:
+    """The bell (and the desktop notification) when the run ends, as set, if stderr is a terminal to hear it."""
+    if not sys.stderr.isatty():
+        return
+    notify = config.settings.notify
+    summary = QueueSummary(saved=len(outcome.saved), failed=int(failed))
+    text = queue_finished(summary, bell=notify.bell, desktop=notify.desktop, environ=os.environ)
+    if text:
+        sys.stderr.write(text)
+        sys.stderr.flush()
+
+
 def execute(plan: Plan, args: argparse.Namespace, config: Config) -> int:
-    """Send the plan's requests, save and index every image, report; 0 only when every image was saved."""
+    """Send the plan's requests, save and index every image, report; 0 only when every image was saved.
+
+    Images are always saved into the outputs folder (or `--out`), whatever the auto-save setting: a command
+    that prints the paths it saved keeps them. `--format` and `--save-quality` override the saving settings."""
+    batches = drawn_batches(plan, config)  # a wildcard that cannot be drawn fails here, before anything is sent
     store = SecretStore(AppDirs.from_env().secrets_file)
     if store.problem:
         warn(store.problem)
@@ -329,17 +399,21 @@ def execute(plan: Plan, args: argparse.Namespace, config: Config) -> int:
     provider = nai_provider()
     history = _open_history(config)
     out_dir = args.out.expanduser() if args.out is not None else config.outputs_dir
+    options = config.save_options(format=args.save_format, quality=args.save_quality)
     outcome = Outcome()
     try:
-        asyncio.run(_run(plan, args, config, token, _Saver(out_dir, provider, history), outcome))
+        saver = _Saver(out_dir, provider, history, options)
+        asyncio.run(_run(plan, batches, args, config, token, saver, outcome))
     except KeyboardInterrupt:
         _report(outcome, plan, args, provider, error="interrupted")
         raise
     except PeropixError as exc:
         _report(outcome, plan, args, provider, error=str(exc))
+        _ring(config, outcome, failed=True)
         raise
     finally:
         if history is not None:
             history.close()
     _report(outcome, plan, args, provider)
+    _ring(config, outcome, failed=False)
     return 0

@@ -23,6 +23,15 @@ import orjson
 
 from peropix_tui.core.atomicio import atomic_write_bytes
 from peropix_tui.core.errors import ConfigError
+from peropix_tui.core.notify import DesktopNotify
+from peropix_tui.core.outputs import (
+    DEFAULT_NAME_PATTERN,
+    DEFAULT_QUALITY,
+    SaveFormat,
+    SaveOptions,
+    name_pattern_problem,
+    parse_name_pattern,
+)
 from peropix_tui.core.paths import AppDirs
 
 log = logging.getLogger(__name__)
@@ -92,12 +101,37 @@ class CivitaiSettings:
 
 
 @dataclass
+class SavingSettings:
+    """How generated images are written (see core/outputs.py). With `auto_save` off they wait in the data dir's
+    `unsaved` folder, listed in the history, until saved; after `unsaved_keep_days`, or beyond
+    `unsaved_max_mb`, the oldest are deleted when the app starts."""
+
+    format: SaveFormat = "png"
+    quality: int = field(default=DEFAULT_QUALITY, metadata=_meta(lo=1, hi=100))
+    webp_lossless: bool = False
+    auto_save: bool = True
+    name_pattern: str = field(default=DEFAULT_NAME_PATTERN, metadata=_meta(check=name_pattern_problem))
+    unsaved_keep_days: int = field(default=7, metadata=_meta(lo=1, hi=3650))
+    unsaved_max_mb: int = field(default=2048, metadata=_meta(lo=16, hi=1 << 20))
+
+
+@dataclass
+class NotifySettings:
+    """What happens in the terminal when the generation queue finishes (see core/notify.py)."""
+
+    bell: bool = True
+    desktop: DesktopNotify = "auto"
+
+
+@dataclass
 class Settings:
     paths: PathSettings = field(default_factory=PathSettings)
     endpoints: EndpointSettings = field(default_factory=EndpointSettings)
     executors: ExecutorSettings = field(default_factory=ExecutorSettings)
     ui: UiSettings = field(default_factory=UiSettings)
     civitai: CivitaiSettings = field(default_factory=CivitaiSettings)
+    saving: SavingSettings = field(default_factory=SavingSettings)
+    notify: NotifySettings = field(default_factory=NotifySettings)
 
 
 ENV_OVERRIDES: dict[str, str] = {
@@ -373,3 +407,18 @@ class Config:
     @property
     def history_file(self) -> Path:
         return self.dirs.data_dir / "history.sqlite3"
+
+    @property
+    def unsaved_dir(self) -> Path:
+        """Where images wait while auto-save is off; not an outputs folder, so never indexed from disk."""
+        return self.dirs.data_dir / "unsaved"
+
+    def save_options(self, *, format: SaveFormat | None = None, quality: int | None = None) -> SaveOptions:
+        """The saving settings as `SaveOptions`; `format` and `quality` override them (command-line flags)."""
+        saving = self.settings.saving
+        return SaveOptions(
+            format=format or saving.format,
+            quality=saving.quality if quality is None else quality,
+            webp_lossless=saving.webp_lossless,
+            pattern=parse_name_pattern(saving.name_pattern),
+        )

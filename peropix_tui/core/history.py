@@ -21,7 +21,7 @@ import shutil
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Final, cast
@@ -29,6 +29,7 @@ from typing import Any, Final, cast
 from PIL import Image, ImageOps, UnidentifiedImageError, features
 
 from peropix_tui.core.atomicio import atomic_write_bytes, atomic_writer
+from peropix_tui.core.capped_read import read_capped
 from peropix_tui.core.errors import DiskFullError, PeropixError
 from peropix_tui.core.metadata import CharacterPrompt, ImageMetadata, read_metadata, strip_metadata
 from peropix_tui.core.metadata.reader import MAX_FILE_BYTES, MAX_SCAN_PIXELS, PILLOW_ERRORS
@@ -380,14 +381,7 @@ def _move_file(src: Path, dst: Path) -> None:
 
 
 def _read_image(path: Path) -> bytes:
-    try:
-        with path.open("rb") as fh:
-            data = fh.read(MAX_FILE_BYTES + 1)
-    except OSError as exc:
-        raise HistoryError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    if len(data) > MAX_FILE_BYTES:
-        raise HistoryError(f"{path} is larger than the {MAX_FILE_BYTES >> 20} MiB limit")
-    return data
+    return read_capped(path, MAX_FILE_BYTES, HistoryError, what="an image")
 
 
 def _image_files(folder: Path) -> Iterator[Path]:
@@ -793,6 +787,20 @@ class HistoryStore:
             # Only rows still as they were seen: one trashed or restored meanwhile has its file elsewhere now.
             removed: int = conn.executemany("DELETE FROM entries WHERE id = ? AND deleted = ?", gone).rowcount
         return removed
+
+    def relocate(self, entry_id: int, path: Path | str) -> None:
+        """Point the entry at its file's new place (an unsaved image saved into the outputs folder)."""
+        try:
+            self._update("UPDATE entries SET path = ? WHERE id = ?", (_key(path), entry_id), entry_id)
+        except sqlite3.IntegrityError as exc:
+            raise HistoryError(f"cannot move history entry {entry_id} to {path}: another entry has it") from exc
+
+    def forget(self, paths: Iterable[Path | str]) -> int:
+        """Drop the entries of these files (deleted outside the history, e.g. pruned); returns how many."""
+        keys = [(_key(path),) for path in paths]
+        with self._write() as conn:
+            forgotten: int = conn.executemany("DELETE FROM entries WHERE path = ?", keys).rowcount
+        return forgotten
 
     # copies --------------------------------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Completion candidates for the prompt editor: LoRA names now, tag lists and the collected vocabulary later.
+"""Completion candidates for the prompt editor: LoRA names, wildcard file names, tag lists and the collected vocabulary.
 
 A `Vocabulary` is a sorted, case-folded index; lookups are a binary search for the prefix, so completion keeps
 up with typing even with hundreds of thousands of entries.
@@ -72,3 +72,8 @@ class Vocabulary:
 
 def lora_vocabulary(names: Iterable[str]) -> Vocabulary:
     return Vocabulary(Candidate(name, "lora") for name in names)
+
+
+def wildcard_candidates(names: Iterable[str]) -> list[Candidate]:
+    """Wildcard file names, completed after `__` (the editor adds the closing `__`)."""
+    return [Candidate(name, "wildcard", detail="wildcard file") for name in names]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Awaitable, Callable
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Final, cast
 
@@ -19,14 +20,16 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import Screen
 from textual.timer import Timer
-from textual.widgets import Footer, Header, Input, Select, Switch, TextArea
+from textual.widgets import Footer, Header, Input, Label, Select, Switch, TextArea
 
 from peropix_tui.core.errors import PeropixError
 from peropix_tui.core.jobs import Job, JobContext, JobState
-from peropix_tui.core.vocabulary import Candidate, Vocabulary
+from peropix_tui.core.prompt.wildcards import WildcardLibrary, fresh_seed, recorded_templates
+from peropix_tui.core.vocabulary import Candidate, Vocabulary, wildcard_candidates
 from peropix_tui.engine.nai.models import MAX_SEED
-from peropix_tui.messages import ApplySettings, HistoryAdded
+from peropix_tui.messages import ApplySettings, HistoryAdded, UseAs, UseImage
 from peropix_tui.widgets.anlas_bar import AnlasBar
+from peropix_tui.widgets.image_inputs_bar import ImageInputsBar
 from peropix_tui.widgets.job_queue import JobQueue
 from peropix_tui.widgets.parameter_form import ParameterForm
 from peropix_tui.widgets.prompt_editor import PromptEditor, PromptField
@@ -35,11 +38,28 @@ from peropix_tui.widgets.stream_preview import StreamPreview
 if TYPE_CHECKING:
     from peropix_tui.app import PeropixApp
     from peropix_tui.core.danbooru import TagStyle
+    from peropix_tui.core.slots import SlotSet
     from peropix_tui.engine.nai.cost import CostEstimate
-    from peropix_tui.engine.run import SavedOutput
+    from peropix_tui.engine.run import ExpandedRequest, SavedOutput
     from peropix_tui.engine.types import GenerationRequest
+    from peropix_tui.screens.use_image import UseChoice
+    from peropix_tui.widgets.image_inputs import ImageInputs
 
 GENERATION_KIND: Final = "nai-generate"
+NEEDS_FORM: Final = frozenset(
+    {
+        "generate",
+        "check",
+        "roll_seed",
+        "recall_last",
+        "focus_parameters",
+        "image_inputs",
+        "use_file",
+        "slots",
+        "presets",
+    }
+)
+"""The screen's actions that read or fill the parameter form."""
 PRICE_DEBOUNCE_S: Final = 0.15
 """Quiet time after an edit before the price is worked out again."""
 
@@ -49,15 +69,22 @@ class GenerateScreen(Screen[None]):
     DEFAULT_CSS = """
     #generate-queue { height: 6; overflow-x: hidden; }
     #generate-side { width: 25%; min-width: 18; border-left: vkey $primary; padding: 0 1; }
+    #generate-slots { display: none; height: 1; color: $text-muted; }
+    #generate-slots.-shown { display: block; }
     """
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("f5,ctrl+enter", "generate", "Generate", id="generate_queue"),
         Binding("ctrl+r", "roll_seed", "Roll seed", show=False, id="generate_roll_seed"),
         Binding("f8", "recall_last", "Last image's settings", show=False, id="generate_recall_last"),
+        Binding("ctrl+s", "save_last", "Save last image", show=False, id="generate_save_last"),
         Binding("ctrl+l", "focus_prompt", "Prompt", id="generate_focus_prompt"),
         Binding("ctrl+g", "focus_negative", "Negative prompt", id="generate_focus_negative"),
         Binding("ctrl+o", "focus_parameters", "Parameters", id="generate_focus_parameters"),
         Binding("ctrl+b", "check", "Check settings", id="generate_check"),
+        Binding("ctrl+t", "image_inputs", "Images & characters", show=False, id="generate_image_inputs"),
+        Binding("ctrl+f", "use_file", "Use an image file", show=False, id="generate_use_file"),
+        Binding("f9", "slots", "Slots", show=False, id="generate_slots"),
+        Binding("f10", "presets", "Presets", show=False, id="generate_presets"),
     ]
 
     class VocabularyLoaded(Message):
@@ -76,29 +103,45 @@ class GenerateScreen(Screen[None]):
     def __init__(self) -> None:
         super().__init__()
         self._prepared = False
+        self._side_mounted = False
         self._price_timer: Timer | None = None
         self._account_seen: int | None = None
         self._last_entry: int | None = None
         """The history entry of the last image saved here, for recalling its settings."""
+        self.slot_set: SlotSet | None = None
+        """The slots F9 edits and queues (made when first opened); kept here so they outlive the slots screen."""
 
     def compose(self) -> ComposeResult:
         app = self._peropix
         yield Header()
-        with Horizontal(id="generate-body"):
-            with Vertical(id="generate-editors"):
-                yield PromptField("Prompt", id="prompt")
-                yield PromptField("Negative prompt", id="negative")
-                yield JobQueue(app.jobs, GENERATION_KIND, id="generate-queue")
-            with Vertical(id="generate-side"):
-                yield StreamPreview(app.image_widget, id="generate-preview")
-                yield AnlasBar(id="generate-anlas")
-            yield ParameterForm(id="generate-params")
+        # The preview, the price line and the parameter form (half the screen's widgets) are mounted right after
+        # the first frame by `_mount_side`, so the editors show, focused, as early as possible.
+        with Horizontal(id="generate-body"), Vertical(id="generate-editors"):
+            yield PromptField("Prompt", id="prompt")
+            yield PromptField("Negative prompt", id="negative")
+            yield Label("", id="generate-slots", markup=False)
+            yield JobQueue(app.jobs, GENERATION_KIND, id="generate-queue")
         yield Footer()
+
+    async def _mount_side(self) -> None:
+        app = self._peropix
+        side = Vertical(
+            StreamPreview(app.image_widget, id="generate-preview"), AnlasBar(id="generate-anlas"), id="generate-side"
+        )
+        await self.query_one("#generate-body").mount(side, ParameterForm(id="generate-params"))
+        self._side_mounted = True
+        self.refresh_bindings()
+        # The price and generation modules are imported after the first frame of the app (not of this screen,
+        # which a first-start modal may cover).
+        self.app.call_after_refresh(self._prepare)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # Keys that need the parameter form wait for it (a key pressed in the first frame does nothing).
+        return self._side_mounted or action not in NEEDS_FORM
 
     def on_mount(self) -> None:
         self.query_one("#prompt-editor", PromptEditor).focus()
-        # After the first frame of the app (not of this screen, which a first-start modal may cover).
-        self.app.call_after_refresh(self._prepare)
+        self.call_after_refresh(self._mount_side)
         settings = self.app.config.settings  # type: ignore[attr-defined]
         style: TagStyle = "underscores" if settings.ui.underscores == "underscores" else "spaces"
         # Also after the first frame: the tag list is decoded in Python, which would hold the GIL while the screen
@@ -115,6 +158,7 @@ class GenerateScreen(Screen[None]):
             for entry in batch:
                 if entry.error is None:
                     names.extend(Candidate(n, "lora", detail="LoRA file") for n in {entry.stem, entry.tag_name})
+        names.extend(wildcard_candidates(self.wildcards.names()))
         loras = Vocabulary(names)
         self.post_message(self.VocabularyLoaded(loras))  # LoRA names first: they are quick to read
         self.post_message(self.VocabularyLoaded(loras.merged(danbooru_vocabulary(style))))
@@ -134,6 +178,8 @@ class GenerateScreen(Screen[None]):
 
     def current_request(self) -> GenerationRequest:
         """The editors and the form as one validated request (raises PeropixError naming the field)."""
+        if not self._side_mounted:
+            raise PeropixError("the parameter form is still being shown; try again in a moment")
         prompt = self.query_one("#prompt-editor", PromptEditor).text
         negative = self.query_one("#negative-editor", PromptEditor).text
         return self.query_one(ParameterForm).request(prompt, negative)
@@ -170,9 +216,67 @@ class GenerateScreen(Screen[None]):
             preset = self.query_one(ParameterForm).uc_preset
             lines.append(f"Undesired-content preset: {preset.value if preset is not None else 'none'}.")
         lines.extend(applied.notes)
+        template = recorded_templates(message.metadata.peropix).get("prompt")
+        if template is not None and applied.prompt is not None:
+            shown = template if len(template) <= 60 else template[:59] + "…"
+            lines.append(f"The prompt is as drawn from wildcards; its template ({shown}) is in the image's metadata.")
         if applied.skipped:
             lines.append("Not in the form: " + ", ".join(applied.skipped) + ".")
         self.notify("\n".join(lines), title="Generate", markup=False)
+
+    # Image inputs ----------------------------------------------------------------------------------------------
+
+    def action_image_inputs(self) -> None:
+        """Edit the character prompts, vibes, character reference and img2img/inpaint source."""
+        self._open_image_inputs()
+
+    def on_use_image(self, message: UseImage) -> None:
+        """An image to use as an input (History pane, or a file named here): it is read into its tab of the Images
+        & characters modal, where it can be adjusted before Escape takes it."""
+        self._open_image_inputs((message.path, message.use))
+
+    def _open_image_inputs(self, load: tuple[Path, UseAs] | None = None) -> None:
+        from peropix_tui.screens.image_inputs import ImageInputsScreen
+        from peropix_tui.widgets.image_files import vibe_cache_of
+
+        if isinstance(self.app.screen, ImageInputsScreen):
+            if load is not None:
+                self.app.screen.load(*load)
+            return
+        form = self.query_one(ParameterForm)
+        try:
+            size = form.image_size()
+        except PeropixError as exc:
+            self.notify(str(exc), title="Settings not valid", severity="error", markup=False)
+            return
+        screen = ImageInputsScreen(
+            form.image_inputs,
+            model=str(self.query_one("#param-model", Select).value),
+            size=size,
+            vocabulary=self.query_one("#prompt-editor", PromptEditor).vocabulary,
+            vibe_cache=vibe_cache_of(self._peropix.nai),
+            load=load,
+        )
+
+        def closed(inputs: ImageInputs | None) -> None:
+            if inputs is not None:
+                form.set_image_inputs(inputs)
+
+        self.app.push_screen(screen, closed)
+
+    def action_use_file(self) -> None:
+        """Name an image file, then take its settings, prompt or seed, or use it as an input."""
+        from peropix_tui.screens.use_image import UseImageScreen
+
+        def chosen(choice: UseChoice | None) -> None:
+            if choice is None:
+                return
+            if choice.apply is not None and choice.metadata is not None:
+                self.app.post_message(ApplySettings(choice.metadata, choice.apply, choice.path.name))
+            elif choice.use is not None:
+                self._open_image_inputs((choice.path, choice.use))
+
+        self.app.push_screen(UseImageScreen(), chosen)
 
     # Generating ------------------------------------------------------------------------------------------------
 
@@ -204,6 +308,7 @@ class GenerateScreen(Screen[None]):
     @on(Input.Changed)
     @on(Select.Changed)
     @on(Switch.Changed)
+    @on(ImageInputsBar.Changed)
     def _settings_changed(self) -> None:
         if self._price_timer is not None:
             self._price_timer.stop()
@@ -214,7 +319,9 @@ class GenerateScreen(Screen[None]):
 
         subscription = self._peropix.nai.subscription
         try:
-            return estimate_cost(request, subscription.account if subscription is not None else None)
+            account = subscription.account if subscription is not None else None
+            # Vibes whose encoding is cached cost nothing to encode (the bar looks them up off the UI thread).
+            return estimate_cost(request, account, uncached_vibes=self.query_one(ImageInputsBar).uncached_vibes)
         except CostError:
             return None
 
@@ -256,47 +363,96 @@ class GenerateScreen(Screen[None]):
         except PeropixError as exc:
             self.notify(str(exc), title="Settings not valid", severity="error", markup=False)
             return
-        app = self._peropix
-        if not app.nai.has_token:
-            self.notify(
-                "No NovelAI token: save one in Settings (F7), or start peropix with --sandbox to try it offline",
-                title="Cannot generate",
-                severity="error",
-                markup=False,
-            )
-            return
-        self.queue_request(request)
+        if self.ready_to_queue():
+            self.queue_request(request)
+
+    def ready_to_queue(self) -> bool:
+        """Whether generations can be queued (a NovelAI token, or the sandbox); says why not when they cannot."""
+        if self._peropix.nai.has_token:
+            return True
+        self.notify(
+            "No NovelAI token: save one in Settings (F7), or start peropix with --sandbox to try it offline",
+            title="Cannot generate",
+            severity="error",
+            markup=False,
+        )
+        return False
+
+    def action_slots(self) -> None:
+        """Open the slots: prompt parts added to the prompt, queued all at once."""
+        from peropix_tui.core.slots import SlotLibrary
+        from peropix_tui.screens.slots import SlotsScreen
+
+        library = SlotLibrary.in_config_dir(self._peropix.dirs.config_dir)
+        self.app.push_screen(SlotsScreen(self, library), lambda _: self._show_slots())
+
+    def _show_slots(self) -> None:
+        label = self.query_one("#generate-slots", Label)
+        label.update("" if self.slot_set is None else self.slot_set.summary())
+        label.set_class(bool(self.slot_set), "-shown")
+
+    def action_presets(self) -> None:
+        """Open the presets: parameters, sizes and characters to apply to the form or save from it."""
+        from peropix_tui.core.presets import PresetStore
+        from peropix_tui.screens.presets import PresetsScreen
+
+        store = PresetStore.in_config_dir(self._peropix.dirs.config_dir)
+        self.app.push_screen(PresetsScreen(self.query_one(ParameterForm), store))
+
+    @cached_property
+    def wildcards(self) -> WildcardLibrary:
+        """The wildcard files of `<config dir>/wildcards`, which `__name__` in a prompt draws from."""
+        return WildcardLibrary.in_config_dir(self._peropix.dirs.config_dir)
 
     def queue_request(self, request: GenerationRequest, *, label: str | None = None) -> Job[list[SavedOutput]]:
         """Queue one generation job for `request`, priced in the queue table; every way of queueing (the key,
-        slots, repeats) goes through here. `label` prefixes the job's name in the queue."""
+        slots, repeats) goes through here. `label` prefixes the job's name in the queue.
+
+        Each job draws the wildcards of its prompts with a seed of its own, so a queue of twenty explores twenty
+        variations; the queue shows the prompt drawn. When a wildcard cannot be drawn (a missing file...) the job
+        fails with the reason when it runs, and a retry draws again."""
+        from peropix_tui.engine.run import expand_request
+
         app = self._peropix
+        seed = fresh_seed()
+        try:
+            drawn: ExpandedRequest | None = expand_request(request, self.wildcards, seed)
+        except PeropixError:
+            drawn = None
+        shown = request if drawn is None else drawn.request
         price = "?"
         if self._prepared:
-            estimate = self._estimate(request)
+            estimate = self._estimate(shown)
             price = "?" if estimate is None else "FREE" if estimate.free else f"{estimate.total:,}"
-        name = " ".join(request.prompt.split()) or "(empty prompt)"
+        name = " ".join(shown.prompt.split()) or "(empty prompt)"
         if label:
             name = f"[{label}] {name}"
-        job = app.jobs.submit(self._generation(request), name=name, kind=GENERATION_KIND, group="nai")
+        job = app.jobs.submit(self._generation(request, seed, drawn), name=name, kind=GENERATION_KIND, group="nai")
         self.query_one(JobQueue).set_price(job.id, price)
         return job
 
-    def _generation(self, request: GenerationRequest) -> Callable[[JobContext], Awaitable[list[SavedOutput]]]:
+    def _generation(
+        self, request: GenerationRequest, seed: int, drawn: ExpandedRequest | None
+    ) -> Callable[[JobContext], Awaitable[list[SavedOutput]]]:
         app = self._peropix
+        library = self.wildcards
 
         async def generate(ctx: JobContext) -> list[SavedOutput]:
-            from peropix_tui.engine.run import run_generation
+            from peropix_tui.engine.run import expand_request, run_generation
 
+            ready = drawn if drawn is not None else await ctx.run_in("io", expand_request, request, library, seed)
             # Looked up when the job runs, so a retry after a new token or the sandbox uses them.
             return await run_generation(
                 ctx,
                 app.nai.client(),
-                request,
+                ready.request,
                 outputs_dir=app.config.outputs_dir,
                 provider=app.nai.provider,
                 history=app.open_history,
                 on_saved=self._saved,
+                options=app.config.save_options(),
+                unsaved_dir=None if app.config.settings.saving.auto_save else app.config.unsaved_dir,
+                extra_peropix=ready.peropix_fields,
             )
 
         return generate
@@ -327,10 +483,18 @@ class GenerateScreen(Screen[None]):
             # The client read the account again after the images came: no request needed for the balance.
             self.query_one(AnlasBar).show_account(self._peropix.nai.subscription)
             self._reprice()
+            self.query_one(ImageInputsBar).recheck()  # the job may have encoded (and cached) vibes
 
     def action_roll_seed(self) -> None:
         """A new random seed in the form (the seed field otherwise stays as typed: locked)."""
         self.query_one("#param-seed", Input).value = str(secrets.randbelow(MAX_SEED) + 1)
+
+    def action_save_last(self) -> None:
+        """Save the last image into the outputs folder when auto-save is off (it waits in the unsaved folder)."""
+        if self._last_entry is None:
+            self.notify("No image yet: generate one first", title="Generate", severity="warning", markup=False)
+            return
+        self._peropix.save_unsaved_image(self._last_entry)
 
     def action_recall_last(self) -> None:
         """Fill the editors and the form from the last image's settings."""

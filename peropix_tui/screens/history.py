@@ -31,7 +31,7 @@ from textual.widgets.data_table import ColumnKey
 
 from peropix_tui.core.errors import PeropixError
 from peropix_tui.engine.nai.models import MAX_SEED, MODELS
-from peropix_tui.messages import ApplySettings, ApplyWhat, HistoryEvent
+from peropix_tui.messages import ApplySettings, ApplyWhat, HistoryEvent, UseAs, UseImage
 from peropix_tui.widgets.image_preview import ImagePreview
 
 if TYPE_CHECKING:
@@ -67,6 +67,8 @@ class HistoryHost(Protocol):
     image_widget: str
 
     def scan_history(self, first: bool = False) -> Worker[None]: ...
+
+    def save_unsaved_image(self, entry_id: int) -> Worker[None]: ...
 
 
 def one_line(text: str | None, width: int) -> str:
@@ -146,6 +148,10 @@ class HistoryTable(DataTable[Text | str]):
         Binding("a", "screen.apply('all')", "Use settings"),
         Binding("p", "screen.apply('prompt')", "Use prompt", show=False),
         Binding("s", "screen.apply('seed')", "Use seed", show=False),
+        Binding("b", "screen.use_image('img2img')", "Use as img2img base", show=False, id="history_use_img2img"),
+        Binding("i", "screen.use_image('inpaint')", "Use as inpaint base", show=False, id="history_use_inpaint"),
+        Binding("v", "screen.use_image('vibe')", "Use as a vibe", show=False, id="history_use_vibe"),
+        Binding("c", "screen.use_image('reference')", "Use as character reference", show=False, id="history_use_ref"),
         Binding("escape", "screen.clear_filter", "Clear filter", show=False),
         # A row list: Home and End go to the first and last loaded row (End thus loads the next page).
         Binding("home", "scroll_top", "First row", show=False),
@@ -205,6 +211,7 @@ class HistoryScreen(Screen[None]):
         Binding("ctrl+r", "rescan", "Rescan", id="history_rescan"),
         Binding("ctrl+y", "copy_prompt", "Copy prompt", id="history_copy_prompt"),
         Binding("ctrl+t", "copy_seed", "Copy seed", id="history_copy_seed"),
+        Binding("ctrl+s", "save_image", "Save to outputs", id="history_save_image"),
     ]
 
     class PageLoaded(Message):
@@ -607,6 +614,12 @@ class HistoryScreen(Screen[None]):
     def _exported(self, path: Path) -> None:
         self.notify(f"Exported without metadata to {path}", title="Export", markup=False)
 
+    def action_save_image(self) -> None:
+        """Save an image kept unsaved (auto-save off) into the outputs folder; the list reloads when it is done."""
+        entry = self._selected_entry()
+        if entry is not None:
+            self.host.save_unsaved_image(entry.id)
+
     def action_rescan(self) -> None:
         self._notice = f"Indexing {self.host.config.outputs_dir} …"
         self._update_summary()
@@ -627,6 +640,16 @@ class HistoryScreen(Screen[None]):
             return
         # To the app, which shows the Generate mode and hands the message to it.
         self.app.post_message(ApplySettings(meta, what, entry.path.name))
+
+    def action_use_image(self, use: UseAs) -> None:
+        """The selected image as an input of the next generation, opened in Generate's Images & characters."""
+        entry = self._selected_entry()
+        if entry is None:
+            return
+        if entry.location is None:
+            self.notify(f"{entry.path.name} is gone", severity="warning", markup=False)
+            return
+        self.app.post_message(UseImage(entry.location, use, entry.path.name))
 
     def action_copy_prompt(self) -> None:
         entry = self._current()

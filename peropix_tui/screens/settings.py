@@ -18,6 +18,7 @@ from textual.widgets import Button, Footer, Header, Input, Label, Select, Static
 
 from peropix_tui.core.config import LEAVES, Config
 from peropix_tui.core.errors import PeropixError
+from peropix_tui.core.outputs import FIELDS
 from peropix_tui.core.secrets import SECRET_LABELS, SECRET_NAMES, SecretStore
 
 SECTION_TITLES = {
@@ -26,6 +27,8 @@ SECTION_TITLES = {
     "executors": "Worker pools",
     "ui": "Interface",
     "civitai": "CivitAI collector",
+    "saving": "Saving images (name pattern fields: " + " ".join("{" + f + "}" for f in FIELDS) + ")",
+    "notify": "When the generation queue finishes (bell, desktop notification)",
 }
 
 

@@ -4,6 +4,9 @@ Choices come from the NovelAI model table (samplers and schedules follow the cho
 turns the form into a validated `GenerationRequest`, so the form can never hold a value the engine refuses
 without saying which field is wrong. `apply()` fills it from an image's settings; the undesired-content preset
 and dataset found in that image's prompts are kept for `request()`, so applying settings back reproduces them.
+The image inputs (character prompts, vibes, character reference, img2img or inpaint source) are edited in their own
+modal and held by the one-line summary at the top of the form; `request()` adds them and checks them against the
+model with the engine's own rules.
 """
 
 from __future__ import annotations
@@ -17,36 +20,19 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Input, Label, Select, Switch
 
 from peropix_tui.core.errors import PeropixError
+from peropix_tui.core.presets import BUILTIN_RESOLUTIONS, UC_AS_WRITTEN, ParameterPreset, snap64
 from peropix_tui.engine.nai.models import DEFAULT_MODEL, MAX_SEED, MODELS, model_spec
 from peropix_tui.engine.types import GenerationRequest, UcPreset
+from peropix_tui.widgets.image_inputs import ImageInputs
+from peropix_tui.widgets.image_inputs_bar import ImageInputsBar
 
 if TYPE_CHECKING:
     from peropix_tui.core.metadata import ImageMetadata
     from peropix_tui.messages import ApplyWhat
 
 
-@dataclass(frozen=True, slots=True)
-class SizePreset:
-    label: str
-    width: int
-    height: int
-
-
-SIZE_PRESETS: tuple[SizePreset, ...] = (
-    SizePreset("Portrait 832×1216", 832, 1216),
-    SizePreset("Landscape 1216×832", 1216, 832),
-    SizePreset("Square 1024×1024", 1024, 1024),
-    SizePreset("Large portrait 1024×1536", 1024, 1536),
-    SizePreset("Large landscape 1536×1024", 1536, 1024),
-    SizePreset("Wallpaper 1088×1920", 1088, 1920),
-    SizePreset("Wallpaper 1920×1088", 1920, 1088),
-)
+SIZE_PRESETS = BUILTIN_RESOLUTIONS
 CUSTOM = "custom"
-
-
-def snap64(value: int) -> int:
-    """Round a side to the nearest multiple of 64 (at least 64), as the API requires."""
-    return max(64, round(value / 64) * 64)
 
 
 class FormError(PeropixError):
@@ -84,9 +70,11 @@ class ParameterForm(VerticalScroll):
     ParameterForm #param-size-custom .param-times { width: 3; content-align: center middle; }
     ParameterForm .-hidden { display: none; }
     ParameterForm #param-error { color: $error; height: auto; column-span: 2; }
+    ParameterForm #param-inputs { column-span: 2; }
     """
 
     def compose(self) -> ComposeResult:
+        yield ImageInputsBar(id="param-inputs")
         models = [(spec.label, spec.id) for spec in MODELS.values() if not spec.legacy]
         yield from self._row(
             "Model", Select(models, value=DEFAULT_MODEL, allow_blank=False, compact=True, id="param-model")
@@ -124,6 +112,11 @@ class ParameterForm(VerticalScroll):
         )
         yield from self._row("Images", Input("1", compact=True, id="param-n", type="integer", max_length=1))
         yield from self._row("Variety+", Switch(False, id="param-variety"))
+        # SMEA exists on V3 models only: `_model_changed` shows these rows for them.
+        yield Label("SMEA", classes="param-label param-smea -hidden")
+        yield Switch(False, id="param-smea", classes="param-smea -hidden")
+        yield Label("SMEA DYN", classes="param-label param-smea -hidden")
+        yield Switch(False, id="param-smea-dyn", classes="param-smea -hidden")
         yield from self._row("Quality tags", Switch(True, id="param-quality"))
         yield Label("", id="param-error", markup=False)
 
@@ -153,6 +146,38 @@ class ParameterForm(VerticalScroll):
         sampler.value = keep_sampler if keep_sampler in spec.samplers else spec.samplers[0]
         schedule.value = keep_schedule if keep_schedule in spec.schedules else self._default_schedule(spec.schedules)
         self.query_one("#param-scale", Input).value = f"{spec.default_scale:g}"
+        for widget in self.query(".param-smea"):
+            widget.set_class(not spec.smea, "-hidden")
+        if not spec.smea:
+            self._set_smea(False, False)
+        self.query_one(ImageInputsBar).show(self.image_inputs, model)
+
+    def _set_smea(self, smea: bool, dyn: bool) -> None:
+        with self.prevent(Switch.Changed):
+            self.query_one("#param-smea", Switch).value = smea or dyn
+            self.query_one("#param-smea-dyn", Switch).value = dyn
+
+    @on(Switch.Changed, "#param-smea")
+    def _on_smea(self, event: Switch.Changed) -> None:
+        if not event.value:  # DYN is a variant of SMEA: it goes off with it
+            self.query_one("#param-smea-dyn", Switch).value = False
+
+    @on(Switch.Changed, "#param-smea-dyn")
+    def _on_smea_dyn(self, event: Switch.Changed) -> None:
+        if event.value:
+            self.query_one("#param-smea", Switch).value = True
+
+    @property
+    def image_inputs(self) -> ImageInputs:
+        """Characters, vibes, character reference and img2img/inpaint source, as `request()` adds them."""
+        return self.query_one(ImageInputsBar).inputs
+
+    def set_image_inputs(self, inputs: ImageInputs) -> None:
+        """Use `inputs` from now on; a new img2img source sets the size to the NovelAI size nearest to its own."""
+        source, earlier = inputs.source, self.image_inputs.source
+        if source is not None and (earlier is None or earlier.path != source.path):
+            self._apply_size(*source.fit)
+        self.query_one(ImageInputsBar).show(inputs, str(self.query_one("#param-model", Select).value))
 
     @on(Select.Changed, "#param-size")
     def _on_size(self, event: Select.Changed) -> None:
@@ -196,15 +221,98 @@ class ParameterForm(VerticalScroll):
                 seed=self._number("param-seed", "Seed", int) if seed_text else None,
                 n=self._number("param-n", "Images", int),
                 variety=self.query_one("#param-variety", Switch).value,
+                smea=self.query_one("#param-smea", Switch).value,
+                smea_dyn=self.query_one("#param-smea-dyn", Switch).value,
                 quality_tags=self.query_one("#param-quality", Switch).value,
                 uc_preset=self.uc_preset,
                 dataset=self.dataset,
             )
+            request = self.image_inputs.applied_to(request)
+            self.image_inputs.check(request.model)
         except PeropixError as exc:
             self.query_one("#param-error", Label).update(str(exc))
             raise
         self.query_one("#param-error", Label).update("")
         return request
+
+    # Presets -------------------------------------------------------------------------------------------------
+
+    def image_size(self) -> tuple[int, int]:
+        """Width and height as typed; raises FormError when one is not a whole number."""
+        return self._number("param-width", "Width", int), self._number("param-height", "Height", int)
+
+    def set_size(self, width: int, height: int) -> None:
+        """Show a size: the built-in choice that matches it, else the custom fields."""
+        self._apply_size(width, height)
+
+    def parameter_preset(self, name: str) -> ParameterPreset:
+        """The form's parameters (not its size, seed or image count) as a preset named `name`; raises
+        PeropixError naming the field at fault."""
+        uc = self.uc_preset
+        return ParameterPreset(
+            name,
+            model=str(self.query_one("#param-model", Select).value),
+            steps=self._number("param-steps", "Steps", int),
+            scale=self._number("param-scale", "Guidance", float),
+            cfg_rescale=self._number("param-rescale", "Rescale", float),
+            sampler=str(self.query_one("#param-sampler", Select).value),
+            scheduler=str(self.query_one("#param-schedule", Select).value),
+            variety=self.query_one("#param-variety", Switch).value,
+            smea=self.query_one("#param-smea", Switch).value,
+            smea_dyn=self.query_one("#param-smea-dyn", Switch).value,
+            quality_tags=self.query_one("#param-quality", Switch).value,
+            uc_preset=UC_AS_WRITTEN if uc is None else uc.value,
+        )
+
+    def apply_parameter_preset(self, preset: ParameterPreset) -> list[str]:
+        """Set the fields `preset` holds (the model first: it decides the samplers on offer); returns what the
+        form could not take, one short phrase each."""
+        from peropix_tui.engine.nai.presets import available_uc_presets
+
+        skipped: list[str] = []
+        model = str(self.query_one("#param-model", Select).value)
+        if preset.model is not None:
+            spec = MODELS.get(preset.model)
+            if spec is None or spec.legacy:
+                skipped.append(f"model {preset.model}")
+            elif spec.id != model:
+                model = spec.id
+                with self.prevent(Select.Changed):
+                    self.query_one("#param-model", Select).value = model
+                self._model_changed(model)
+        spec = model_spec(model)
+        for field_id, number in (
+            ("param-steps", preset.steps),
+            ("param-scale", preset.scale),
+            ("param-rescale", preset.cfg_rescale),
+        ):
+            if number is not None:
+                self.query_one(f"#{field_id}", Input).value = f"{number:g}"
+        for select_id, label, choice, allowed in (
+            ("param-sampler", "sampler", preset.sampler, spec.samplers),
+            ("param-schedule", "schedule", preset.scheduler, spec.schedules),
+        ):
+            if choice in allowed:
+                self.query_one(f"#{select_id}", Select).value = choice
+            elif choice is not None:
+                skipped.append(f"{label} {choice} (not offered by {spec.label})")
+        for switch_id, flag in (("param-variety", preset.variety), ("param-quality", preset.quality_tags)):
+            if flag is not None:
+                self.query_one(f"#{switch_id}", Switch).value = flag
+        if preset.uc_preset == UC_AS_WRITTEN:
+            self.uc_preset = None
+        elif preset.uc_preset is not None:
+            uc = UcPreset(preset.uc_preset)
+            if uc in available_uc_presets(model):
+                self.uc_preset = uc
+            else:
+                skipped.append(f"undesired-content preset {uc.value} (not offered by {spec.label})")
+        if preset.smea is not None or preset.smea_dyn is not None:
+            if spec.smea:
+                self._set_smea(bool(preset.smea), bool(preset.smea_dyn))
+            elif preset.smea or preset.smea_dyn:
+                skipped.append(f"SMEA (not offered by {spec.label})")
+        return skipped
 
     # Applying an image's settings ----------------------------------------------------------------------------
 
@@ -230,9 +338,8 @@ class ParameterForm(VerticalScroll):
         self.query_one("#param-quality", Switch).value = fields["quality_tags"]
         self.uc_preset = fields["uc_preset"]
         self.dataset = fields["dataset"]
-        if fields.get("characters"):
-            count = len(fields["characters"])
-            applied.skipped.append(f"{count} character prompt{'s' if count > 1 else ''}")
+        # Character prompts are prompts: they come back with the prompt, and an image without any clears them.
+        self.set_image_inputs(self.image_inputs.with_characters(fields.get("characters", ())))
         if what == "all":
             applied.notes.extend(settings.warnings)
             self._apply_parameters(fields, applied.skipped)
@@ -263,7 +370,9 @@ class ParameterForm(VerticalScroll):
         if spec.variety_sigma is not None:
             self.query_one("#param-variety", Switch).value = bool(fields.get("variety"))
         self.query_one("#param-seed", Input).value = str(fields.get("seed", ""))
-        if fields.get("smea"):
+        if spec.smea:
+            self._set_smea(bool(fields.get("smea")), bool(fields.get("smea_dyn")))
+        elif fields.get("smea"):
             skipped.append("SMEA")
         if fields.get("vibes"):
             skipped.append("vibes")

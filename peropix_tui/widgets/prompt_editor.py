@@ -1,8 +1,9 @@
 """The prompt editor: a TextArea highlighted by the core prompt tokenizer, with live token counts and completion.
 
 Highlighting comes from `core.prompt.tokenize`, the same tokenizer the payload builders and filters use, so what
-the editor colours is what the generator reads. Token counting needs the CLIP vocabulary (built once, off the UI
-thread) and runs on a short debounce; completion shows the best candidate as ghost text that Tab accepts.
+the editor colours is what the generator reads, wildcards and picks included. Token counting needs the CLIP
+vocabulary (built once, off the UI thread) and runs on a short debounce; completion shows the best candidate as
+ghost text that Tab accepts (tags, `<lora:` names, and wildcard file names after `__`).
 """
 
 from __future__ import annotations
@@ -47,6 +48,11 @@ SYNTAX_STYLES: dict[str, Style] = {
     SpanKind.LORA_CLOSE.value: Style(color="#c678dd"),
     SpanKind.LORA_NAME.value: Style(color="#c678dd", bold=True, underline=True),
     SpanKind.LORA_WEIGHT.value: Style(color="#e5c07b", bold=True),
+    SpanKind.WILDCARD.value: Style(color="#4ec9b0", bold=True, italic=True),
+    SpanKind.PICK_OPEN.value: Style(color="#4ec9b0"),
+    SpanKind.PICK_SEP.value: Style(color="#4ec9b0", bold=True),
+    SpanKind.PICK_CLOSE.value: Style(color="#4ec9b0"),
+    SpanKind.PICK_ESCAPE.value: Style(color="#4ec9b0", italic=True, dim=True),
     SpanKind.ERROR.value: Style(color="white", bgcolor="#be3a3a", bold=True),
     **{
         f"{kind}.{level}": Style(color=colour, bold=True)
@@ -57,7 +63,8 @@ SYNTAX_STYLES: dict[str, Style] = {
 PROMPT_THEME = TextAreaTheme(name=THEME_NAME, syntax_styles=SYNTAX_STYLES)
 
 _LORA_PREFIX = re.compile(r"<(?:lora|lyco):([^:<>]*)$", re.IGNORECASE)
-_TAG_BOUNDARY = re.compile(r"(?:[,|{}\[\]()<>]|::|-?\d+(?:\.\d+)?::)\s*")
+_WILDCARD_PREFIX = re.compile(r"(?<!\w)__([\w./-]*)$")
+_TAG_BOUNDARY = re.compile(r"(?:<(?i:pick):|[,|{}\[\]()<>]|::|-?\d+(?:\.\d+)?::)\s*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +86,9 @@ def completion_context(before_cursor: str) -> tuple[str, str] | None:
     lora = _LORA_PREFIX.search(before_cursor)
     if lora:
         return "lora", lora.group(1)
+    wildcard = _WILDCARD_PREFIX.search(before_cursor)
+    if wildcard and "__" not in wildcard.group(1):
+        return "wildcard", wildcard.group(1)
     tail = _TAG_BOUNDARY.split(before_cursor)[-1].lstrip()
     if len(tail) < 2 or tail.endswith(" "):
         return None
@@ -194,8 +204,11 @@ class PromptEditor(TextArea):
             return
         row, column = self.cursor_location
         insert = candidate.text
-        if candidate.kind == "lora" and not self.document.get_line(row)[column:].lstrip().startswith((":", ">")):
+        after = self.document.get_line(row)[column:]
+        if candidate.kind == "lora" and not after.lstrip().startswith((":", ">")):
             insert += ":1>"
+        elif candidate.kind == "wildcard" and not after.startswith("__"):
+            insert += "__"
         self.replace(insert, (row, column - len(self._prefix)), (row, column))
         self._candidates = []
         self.suggestion = ""

@@ -1,4 +1,4 @@
-"""Downloads (F4): creators from the download logs on disk, and the failures of the selected one."""
+"""Downloads (F4), Logs tab: creators from the download logs on disk, and the failures of the selected one."""
 
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ async def test_creators_newest_first_with_counts_and_broken_logs() -> None:
     app = PeropixApp()
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.pause(0.1)
-        await pilot.press("f4")
+        await pilot.press("f4", "ctrl+l")
         await settle(pilot)
         table = app.screen.query_one("#creators-table", DataTable)
         got = rows(table)
@@ -113,7 +113,7 @@ async def test_refresh_picks_up_new_logs_and_keeps_the_selection() -> None:
     messages: list[Message] = []
     async with app.run_test(size=(100, 30), message_hook=messages.append) as pilot:
         await pilot.pause(0.1)
-        await pilot.press("f4")
+        await pilot.press("f4", "ctrl+l")
         await settle(pilot)
         table = app.screen.query_one("#creators-table", DataTable)
         assert [row[0] for row in rows(table)] == ["first"]
@@ -145,7 +145,7 @@ async def test_empty_state_explains_where_logs_are_read() -> None:
     app = PeropixApp()
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.pause(0.1)
-        await pilot.press("f4")
+        await pilot.press("f4", "ctrl+l")
         await settle(pilot)
         assert app.screen.query_one("#creators-table", DataTable).row_count == 0
         status = label_text(app, "#downloads-status")

@@ -7,79 +7,34 @@ the table, and check what landed in the outputs folder and the history store.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from typing import Any
-
 from textual.message import Message
-from textual.notifications import Notify
-from textual.pilot import Pilot
 from textual.widgets import Input
 
-from peropix_tui.app import PeropixApp
 from peropix_tui.core.jobs import JobState
 from peropix_tui.core.metadata import read_metadata
 from peropix_tui.engine.nai.cost import estimate_cost
 from peropix_tui.engine.nai.models import MAX_SEED
 from peropix_tui.messages import HistoryAdded
 from peropix_tui.sandbox.nai_accounts import OPUS_TIER, SandboxAccount
-from peropix_tui.sandbox.session import SandboxSession, sandbox_session
-from peropix_tui.screens.generate import GENERATION_KIND, GenerateScreen
-from peropix_tui.widgets.anlas_bar import AnlasBar
+from peropix_tui.sandbox.session import sandbox_session
 from peropix_tui.widgets.job_queue import JobQueue
 from peropix_tui.widgets.parameter_form import ParameterForm
 from peropix_tui.widgets.prompt_editor import PromptEditor
 from peropix_tui.widgets.stream_preview import StreamPreview
 
-SIZE = (120, 40)
-PROMPT = "1girl, silver hair, night"
-
-
-async def wait_until(pilot: Pilot[Any], condition: Callable[[], bool], what: str, limit: float = 20.0) -> None:
-    deadline = time.monotonic() + limit
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await pilot.pause(0.03)
-
-
-def screen(app: PeropixApp) -> GenerateScreen:
-    assert isinstance(app.screen, GenerateScreen)
-    return app.screen
-
-
-def bar_text(app: PeropixApp) -> str:
-    return screen(app).query_one(AnlasBar).text
-
-
-def cell(queue: JobQueue, job_id: int, column: str) -> str:
-    return str(queue.get_cell(str(job_id), column))
-
-
-def generation_ids(app: PeropixApp) -> list[int]:
-    return [job.id for job in app.jobs.jobs if job.kind == GENERATION_KIND]
-
-
-def notifications(messages: list[Message], severity: str) -> list[str]:
-    return [m.notification.message for m in messages if isinstance(m, Notify) and m.notification.severity == severity]
-
-
-async def start(pilot: Pilot[Any], prompt: str = PROMPT) -> None:
-    app = pilot.app
-    assert isinstance(app, PeropixApp)
-    await wait_until(pilot, lambda: "…" not in bar_text(app), "the price and the balance")
-    if prompt:
-        await pilot.press(*prompt)
-
-
-async def set_field(pilot: Pilot[Any], field_id: str, value: str) -> None:
-    field = pilot.app.screen.query_one(f"#{field_id}", Input)
-    field.value = value
-    await pilot.pause(0.05)
-
-
-def new_app(session: SandboxSession | None = None) -> PeropixApp:
-    return PeropixApp(image_widget="halfcell", sandbox=session)
+from .helpers import (
+    PROMPT,
+    SIZE,
+    bar_text,
+    cell,
+    generation_ids,
+    new_app,
+    notifications,
+    screen,
+    set_field,
+    start,
+    wait_until,
+)
 
 
 async def test_three_jobs_progress_cancel_and_two_saved() -> None:

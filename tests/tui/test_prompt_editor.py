@@ -117,6 +117,11 @@ def test_completion_context() -> None:
     assert completion_context("a, 1.2::blu") == ("tag", "blu")
     assert completion_context("a, b") is None  # too short to be worth a suggestion
     assert completion_context("a, done ") is None
+    assert completion_context("1girl, __hai") == ("wildcard", "hai")
+    assert completion_context("{__outfits/sum") == ("wildcard", "outfits/sum")
+    assert completion_context("a, __hair__, silv") == ("tag", "silv")  # a closed name is not completed again
+    assert completion_context("a, <pick:silv") == ("tag", "silv")
+    assert completion_context("a, <pick:red|blu") == ("tag", "blu")
 
 
 async def test_generate_screen_checks_parameters() -> None:

@@ -11,14 +11,22 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from textual.pilot import Pilot
-from textual.widgets import Input
+from textual.widgets import Input, Select
 
 from peropix_tui.app import PeropixApp
+from peropix_tui.core.config import Config
+from peropix_tui.core.paths import AppDirs
+from peropix_tui.sandbox.civitai_dataset import ModelType
+from peropix_tui.sandbox.civitai_faults import B2_PREFIX, CDN_PREFIX, Fault, FaultKind
 from peropix_tui.sandbox.session import sandbox_session
 from peropix_tui.widgets.prompt_editor import PromptEditor
+from peropix_tui.widgets.vibe_list import VibeList
 
 FIXED = Path("/tmp/peropix-snapshots")
+PICTURES = Path("/tmp/peropix-snapshot-pictures")
+"""Images typed into path fields: their paths show on screen, so they too live at a fixed place."""
 SIZE = (100, 30)
 
 
@@ -71,7 +79,12 @@ def test_history_empty(snap_compare: Callable[..., bool]) -> None:
 
 
 def test_downloads(snap_compare: Callable[..., bool]) -> None:
-    assert snap_compare(app(), terminal_size=SIZE, run_before=settled("f4"))
+    async def shown(pilot: Pilot[object]) -> None:
+        await settled("f4")(pilot)
+        for field in pilot.app.screen.query(Input):
+            field.cursor_blink = False  # the creators field has the focus: its cursor must not blink mid-capture
+
+    assert snap_compare(app(), terminal_size=SIZE, run_before=shown)
 
 
 def test_prompt_tools(snap_compare: Callable[..., bool]) -> None:
@@ -118,3 +131,93 @@ def test_generate_after_a_sandbox_image(snap_compare: Callable[..., bool]) -> No
     with sandbox_session() as session:
         app = PeropixApp(image_widget="halfcell", sandbox=session)
         assert snap_compare(app, terminal_size=SIZE, run_before=generated)
+
+
+@pytest.fixture
+def pictures() -> Iterator[None]:
+    shutil.rmtree(PICTURES, ignore_errors=True)
+    PICTURES.mkdir(parents=True)
+    Image.new("RGB", (96, 64), (30, 160, 90)).save(PICTURES / "mood.png")
+    Image.new("RGB", (96, 64), (200, 40, 90)).save(PICTURES / "photo.png")
+    yield
+    shutil.rmtree(PICTURES, ignore_errors=True)
+
+
+def test_image_inputs_characters(snap_compare: Callable[..., bool]) -> None:
+    async def two_characters(pilot: Pilot[object]) -> None:
+        await settled("ctrl+t")(pilot)
+        screen = pilot.app.screen
+        for prompt, position in (("1girl, red hair, smile", "B2"), ("1boy, black hair", "D2")):
+            screen.query_one("#char-table").focus()
+            await pilot.press("n")
+            screen.query_one("#char-prompt", PromptEditor).text = prompt
+            screen.query_one("#char-position", Select).value = position
+            await pilot.pause(0.1)
+        screen.query_one("#char-table").focus()
+        await pilot.pause(0.3)
+
+    assert snap_compare(app(), terminal_size=SIZE, run_before=two_characters)
+
+
+@pytest.mark.usefixtures("pictures")
+def test_image_inputs_vibes(snap_compare: Callable[..., bool]) -> None:
+    async def one_vibe(pilot: Pilot[object]) -> None:
+        await settled("ctrl+t", "f9")(pilot)
+        field = pilot.app.screen.query_one("#vibe-path", Input)
+        field.focus()
+        field.value = str(PICTURES / "mood.png")
+        await pilot.press("enter")
+        vibes = pilot.app.screen.query_one(VibeList)
+        while vibes.states is None:  # the file read, then its encoding looked up in the cache
+            await pilot.pause(0.05)
+        vibes.table.focus()
+        await settled()(pilot)
+
+    assert snap_compare(app(), terminal_size=SIZE, run_before=one_vibe)
+
+
+@pytest.mark.usefixtures("pictures")
+def test_use_image_file(snap_compare: Callable[..., bool]) -> None:
+    async def chosen(pilot: Pilot[object]) -> None:
+        await settled("ctrl+f")(pilot)
+        field = pilot.app.screen.query_one("#use-path", Input)
+        field.value = str(PICTURES / "photo.png")
+        await pilot.press("enter")
+        await settled()(pilot)
+
+    assert snap_compare(app(), terminal_size=SIZE, run_before=chosen)
+
+
+def test_downloads_after_a_sandbox_collection(snap_compare: Callable[..., bool]) -> None:
+    """The Collect tab once a run has ended: rows, counters and phase hold no timing (rates show only mid-run)."""
+
+    async def collected(pilot: Pilot[object]) -> None:
+        app = pilot.app
+        await pilot.pause(0.2)
+        await pilot.press("f4")
+        await pilot.pause(0.2)
+        await pilot.press(*"tui_artist", "enter")
+        while app.jobs.active_count or not app.jobs.jobs:
+            await pilot.pause(0.05)
+        await pilot.pause(0.3)
+        await app.workers.wait_for_complete()
+        await pilot.pause(0.4)
+        for field in app.screen.query(Input):
+            field.cursor_blink = False
+
+    with sandbox_session() as session:
+        dataset = session.civitai_server.dataset
+        artist = dataset.add_creator("tui_artist")
+        night = dataset.add_version(dataset.add_model(artist, "Night Style", type=ModelType.LORA))
+        dataset.add_file(night, size=200_000)
+        dataset.add_image(night)
+        lost = dataset.add_image(night)
+        outfit = dataset.add_version(dataset.add_model(artist, "Day Outfit", type=ModelType.LOCON))
+        dataset.add_file(outfit, size=120_000)
+        dataset.add_image(outfit)
+        lost_paths = frozenset({f"{CDN_PREFIX}{lost.uuid}/*", f"{B2_PREFIX}*{lost.uuid}*"})
+        session.civitai_server.inject(Fault(FaultKind.STATUS, status=404, paths=lost_paths), times=None)
+        config = Config.load(AppDirs.from_env())
+        config.settings.civitai.request_spacing_s = 0.0
+        app = PeropixApp(image_widget="halfcell", sandbox=session, config=config)
+        assert snap_compare(app, terminal_size=SIZE, run_before=collected)

@@ -11,14 +11,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
+from cli_helpers import Result, cli_sandbox, generated, one_line, png, run
 from PIL import Image
 
-from peropix_tui.cli import main
 from peropix_tui.commands.generate_plan import parse_character, parse_model, parse_size, parse_vibe
 from peropix_tui.commands.generate_run import request_body
 from peropix_tui.core.errors import PeropixError
@@ -42,40 +40,15 @@ PROMPT = "1girl, solo, silver hair"
 V45 = "nai-diffusion-4-5-full"
 
 
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> Any:
-        return json.loads(self.out)
-
-
 @pytest.fixture
 def sandbox(monkeypatch: pytest.MonkeyPatch) -> Iterator[NaiSandbox]:
     accounts = {TOKEN: SandboxAccount(fixed_anlas=10_000), CANARY: SandboxAccount(fixed_anlas=10_000)}
-    with NaiSandbox(accounts=accounts) as server:
-        monkeypatch.setenv("PEROPIX_NAI_BASE_URL", server.base_url)
-        monkeypatch.setenv("PEROPIX_NAI_ACCOUNT_URL", server.base_url)
-        monkeypatch.setenv("PEROPIX_NAI_TOKEN", TOKEN)
+    with cli_sandbox(monkeypatch, TOKEN, accounts) as server:
         yield server
 
 
 def generate(capsys: pytest.CaptureFixture[str], *args: str) -> Result:
-    code = main(["generate", *args])
-    captured = capsys.readouterr()
-    return Result(code, captured.out, captured.err)
-
-
-def png(path: Path, size: tuple[int, int] = (96, 64), colour: tuple[int, int, int] = (200, 40, 90)) -> Path:
-    Image.new("RGB", size, colour).save(path)
-    return path
-
-
-def generated(sandbox: NaiSandbox) -> list[Any]:
-    """Bodies of the generation requests the sandbox answered, in order."""
-    return [r.body for r in sandbox.requests if r.path in (GENERATE_PATH, STREAM_PATH)]
+    return run(capsys, "generate", *args)
 
 
 def images_in(data_dir: Path) -> list[Path]:
@@ -591,13 +564,6 @@ def test_from_image_without_settings_is_one_clear_line(capsys: pytest.CaptureFix
 # --- errors ------------------------------------------------------------------------------------------------
 
 
-def one_line(result: Result) -> str:
-    lines = result.err.splitlines()
-    assert len(lines) == 1, result.err
-    assert lines[0].startswith("peropix: ")
-    return lines[0]
-
-
 def test_bad_token_is_401_and_nothing_is_saved(
     sandbox: NaiSandbox,
     capsys: pytest.CaptureFixture[str],
@@ -799,3 +765,75 @@ def test_sandbox_default_token_is_the_documented_one() -> None:
         with pytest.raises(PeropixError, match="already running"), sandbox_session(environ={}):
             pass
     assert active_session() is None
+
+
+# --- wildcards -----------------------------------------------------------------------------------------------
+
+WILDCARD_PROMPT = "1girl, __hair__, <pick:red|blue> dress"
+HAIR_LINES = ["silver hair", "black hair", "pink hair"]
+
+
+def _hair_file(config_dir: Path) -> None:
+    folder = config_dir / "wildcards"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "hair.txt").write_text("\n".join(HAIR_LINES) + "\n", encoding="utf-8")
+
+
+def test_wildcards_are_drawn_per_request_recorded_and_repeat_with_the_seed(
+    sandbox: NaiSandbox, capsys: pytest.CaptureFixture[str], isolated_dirs: tuple[Path, Path]
+) -> None:
+    _hair_file(isolated_dirs[0])
+    args = ("--prompt", WILDCARD_PROMPT, "--n", "4", "--seed", "300", "--size", "256x256", "--separate")
+    result = generate(capsys, *args)
+    assert result.code == 0, result.err
+    sent = [body["input"] for body in generated(sandbox)]
+    assert len(sent) == 4 and not any("__" in p or "<pick:" in p for p in sent)
+    draws = [line for line in result.out.splitlines() if line.startswith("wildcards ")]
+    assert [line.split(":")[0] for line in draws] == [f"wildcards (seed {seed})" for seed in range(300, 304)]
+
+    images = images_in(isolated_dirs[1])
+    assert len(images) == 4
+    for path in images:
+        meta = read_metadata(path)
+        record = meta.peropix["wildcards"]
+        assert record["seed"] == meta.seed  # each request's seed seeds its draw
+        assert record["template"] == {"prompt": WILDCARD_PROMPT}
+        hair, dress = record["choices"]
+        assert hair["value"] == HAIR_LINES[hair["index"]] and dress["value"] in ("red", "blue")
+        assert (meta.prompt or "").startswith(f"1girl, {hair['value']}, {dress['value']} dress, ")
+        assert f"__hair__ → {hair['value']!r}" in result.out
+
+    # the same command draws the same prompts again
+    again = generate(capsys, *args)
+    assert again.code == 0, again.err
+    assert [body["input"] for body in generated(sandbox)][4:] == sent
+
+
+def test_dry_run_shows_the_draw(capsys: pytest.CaptureFixture[str], isolated_dirs: tuple[Path, Path]) -> None:
+    _hair_file(isolated_dirs[0])
+    args = ("--prompt", WILDCARD_PROMPT, "--negative", "<pick:lowres|blurry>", "--seed", "5", "--dry-run")
+    result = generate(capsys, *args)
+    assert result.code == 0, result.err
+    first = result.out.splitlines()[0]
+    assert first.startswith("wildcards (seed 5): __hair__ → ") and "; negative: <pick:lowres|blurry> → " in first
+    document = generate(capsys, *args, "--json").json()
+    [entry] = document["requests"]
+    record = entry["wildcards"]
+    assert record["seed"] == 5
+    assert record["template"] == {"prompt": WILDCARD_PROMPT, "negative": "<pick:lowres|blurry>"}
+    hair, dress, negative = (choice["value"] for choice in record["choices"])
+    assert entry["body"]["input"].startswith(f"1girl, {hair}, {dress} dress, ")
+    assert negative in entry["body"]["parameters"]["negative_prompt"]
+    assert f"{hair!r}" in first and f"{negative!r}" in first
+
+
+def test_a_wildcard_that_cannot_be_drawn_fails_before_anything_is_sent(
+    sandbox: NaiSandbox, capsys: pytest.CaptureFixture[str], isolated_dirs: tuple[Path, Path]
+) -> None:
+    result = generate(capsys, "--prompt", "1girl, __hair__", "--seed", "1")
+    assert result.code == 1
+    missing = isolated_dirs[0] / "wildcards" / "hair.txt"
+    assert one_line(result) == f"peropix: no wildcard file {missing} for __hair__"
+    assert sandbox.requests == []
+    escape = generate(capsys, "--prompt", "__../../secrets__", "--seed", "1", "--dry-run")
+    assert escape.code == 1 and "does not name a file inside" in one_line(escape)

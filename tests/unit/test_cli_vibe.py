@@ -6,17 +6,15 @@ import base64
 import json
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from PIL import Image
+from cli_helpers import cli_sandbox, generated, one_line, png, run
 
-from peropix_tui.cli import main
 from peropix_tui.engine.nai.vibe_files import BUNDLE_IDENTIFIER, VIBE_IDENTIFIER, load_vibes
 from peropix_tui.sandbox.nai_accounts import SandboxAccount
-from peropix_tui.sandbox.nai_faults import ENCODE_PATH, GENERATE_PATH, STREAM_PATH
+from peropix_tui.sandbox.nai_faults import ENCODE_PATH
 from peropix_tui.sandbox.nai_server import NaiSandbox
 from peropix_tui.sandbox.session import NAI_PROVIDER
 
@@ -25,55 +23,20 @@ PROMPT = "1girl, solo, silver hair"
 V45 = "nai-diffusion-4-5-full"
 
 
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> Any:
-        return json.loads(self.out)
-
-
 @pytest.fixture
 def sandbox(monkeypatch: pytest.MonkeyPatch) -> Iterator[NaiSandbox]:
-    with NaiSandbox(accounts={TOKEN: SandboxAccount(fixed_anlas=1000)}) as server:
-        monkeypatch.setenv("PEROPIX_NAI_BASE_URL", server.base_url)
-        monkeypatch.setenv("PEROPIX_NAI_ACCOUNT_URL", server.base_url)
-        monkeypatch.setenv("PEROPIX_NAI_TOKEN", TOKEN)
+    with cli_sandbox(monkeypatch, TOKEN, {TOKEN: SandboxAccount(fixed_anlas=1000)}) as server:
         yield server
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> Result:
-    code = main(list(args))
-    captured = capsys.readouterr()
-    return Result(code, captured.out, captured.err)
-
-
-def png(path: Path, colour: tuple[int, int, int], size: tuple[int, int] = (96, 64)) -> Path:
-    Image.new("RGB", size, colour).save(path)
-    return path
 
 
 def encodes(sandbox: NaiSandbox) -> list[Any]:
     return [r.body for r in sandbox.requests if r.path == ENCODE_PATH]
 
 
-def generated(sandbox: NaiSandbox) -> list[Any]:
-    return [r.body for r in sandbox.requests if r.path in (GENERATE_PATH, STREAM_PATH)]
-
-
-def one_line(result: Result) -> str:
-    lines = result.err.splitlines()
-    assert len(lines) == 1, result.err
-    assert lines[0].startswith("peropix: ")
-    return lines[0]
-
-
 def test_encode_writes_a_web_vibe_file_that_generate_uses_without_paying_again(
     sandbox: NaiSandbox, capsys: pytest.CaptureFixture[str], tmp_path: Path, isolated_dirs: tuple[Path, Path]
 ) -> None:
-    source = png(tmp_path / "heroine.png", (20, 200, 60))
+    source = png(tmp_path / "heroine.png", colour=(20, 200, 60))
     out = tmp_path / "heroine.naiv4vibe"
     result = run(capsys, "vibe", "encode", str(source), "--info", "0.7", "--strength", "0.45", "-o", str(out), "--json")
     assert result.code == 0, result.err
@@ -113,7 +76,7 @@ def test_encode_writes_a_web_vibe_file_that_generate_uses_without_paying_again(
 def test_an_encoding_in_the_cache_is_not_paid_again(
     sandbox: NaiSandbox, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    source = png(tmp_path / "a.png", (200, 40, 90))
+    source = png(tmp_path / "a.png", colour=(200, 40, 90))
     first = run(capsys, "vibe", "encode", str(source), "-o", str(tmp_path / "one.naiv4vibe"))
     assert first.code == 0, first.err
     assert first.out.startswith(f"saved {tmp_path / 'one.naiv4vibe'}: 1 vibe(s) for {V45}, 1 encoded (2 Anlas)")
@@ -129,7 +92,9 @@ def test_an_encoding_in_the_cache_is_not_paid_again(
 def test_several_images_go_into_a_bundle(
     sandbox: NaiSandbox, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    images = [png(tmp_path / f"{name}.png", colour) for name, colour in (("red", (250, 0, 0)), ("blue", (0, 0, 250)))]
+    images = [
+        png(tmp_path / f"{name}.png", colour=colour) for name, colour in (("red", (250, 0, 0)), ("blue", (0, 0, 250)))
+    ]
     out = tmp_path / "set.naiv4vibebundle"
     result = run(capsys, "vibe", "encode", *map(str, images), "--model", "v4", "-o", str(out), "--json")
     assert result.code == 0, result.err
@@ -148,7 +113,7 @@ def test_several_images_go_into_a_bundle(
 
 
 def bad_inputs(tmp_path: Path) -> list[tuple[list[str], str]]:
-    good = str(png(tmp_path / "ok.png", (1, 2, 3)))
+    good = str(png(tmp_path / "ok.png", colour=(1, 2, 3)))
     text = tmp_path / "notes.png"
     text.write_text("not an image")
     return [
@@ -180,13 +145,15 @@ def test_a_refused_token_is_one_line_and_writes_nothing(
 ) -> None:
     monkeypatch.setenv("PEROPIX_NAI_TOKEN", "pst-not-a-known-token-at-all")
     out = tmp_path / "v.naiv4vibe"
-    result = run(capsys, "vibe", "encode", str(png(tmp_path / "a.png", (9, 9, 9))), "-o", str(out))
+    result = run(capsys, "vibe", "encode", str(png(tmp_path / "a.png", colour=(9, 9, 9))), "-o", str(out))
     assert result.code == 1
     assert "HTTP 401" in one_line(result)
     assert not out.exists()
 
 
 def test_without_a_token_nothing_is_sent(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    result = run(capsys, "vibe", "encode", str(png(tmp_path / "a.png", (9, 9, 9))), "-o", str(tmp_path / "v.naiv4vibe"))
+    result = run(
+        capsys, "vibe", "encode", str(png(tmp_path / "a.png", colour=(9, 9, 9))), "-o", str(tmp_path / "v.naiv4vibe")
+    )
     assert result.code == 1
     assert "no NovelAI token" in one_line(result)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+from nai_model_ids import CURRENT_MODELS, INPAINTING_IDS
 
 from peropix_tui.core.metadata.nai_models import MODELS as METADATA_MODELS
 from peropix_tui.engine.nai.models import (
@@ -21,17 +22,6 @@ from peropix_tui.engine.nai.models import (
     same_encoding_family,
 )
 from peropix_tui.engine.types import RequestError
-
-CURRENT = (
-    "nai-diffusion-4-5-full",
-    "nai-diffusion-4-5-curated",
-    "nai-diffusion-4-full",
-    "nai-diffusion-4-curated-preview",
-    "nai-diffusion-5-full",
-    "nai-diffusion-5-curated",
-    "nai-diffusion-3",
-    "nai-diffusion-furry-3",
-)
 
 
 def test_families() -> None:
@@ -56,22 +46,7 @@ def test_every_model_the_metadata_reader_recognises_is_in_the_table() -> None:
     assert set(METADATA_MODELS) <= set(MODELS)
 
 
-@pytest.mark.parametrize(
-    ("model", "infill"),
-    [
-        ("nai-diffusion-4-5-full", "nai-diffusion-4-5-full-inpainting"),
-        ("nai-diffusion-4-5-curated", "nai-diffusion-4-5-curated-inpainting"),
-        ("nai-diffusion-4-full", "nai-diffusion-4-full-inpainting"),
-        ("nai-diffusion-4-curated-preview", "nai-diffusion-4-curated-inpainting"),
-        ("nai-diffusion-5-full", "nai-diffusion-5-full-inpainting"),
-        ("nai-diffusion-5-curated", "nai-diffusion-4-5-curated-inpainting"),
-        ("nai-diffusion-3", "nai-diffusion-3-inpainting"),
-        ("nai-diffusion-furry-3", "nai-diffusion-furry-3-inpainting"),
-        ("nai-diffusion", "nai-diffusion-inpainting"),
-        ("safe-diffusion", "safe-diffusion-inpainting"),
-        ("nai-diffusion-furry", "furry-diffusion-inpainting"),
-    ],
-)
+@pytest.mark.parametrize(("model", "infill"), INPAINTING_IDS)
 def test_inpainting_ids_including_the_curated_exceptions(model: str, infill: str) -> None:
     assert infill_model(model) == infill
     assert infill_model(infill) == infill
@@ -101,14 +76,14 @@ def test_models_without_inpainting_and_unknown_models_are_refused() -> None:
 def test_smea_only_on_v3_and_v4_prompt_fields_from_v4() -> None:
     assert {m for m, s in MODELS.items() if s.smea} == {"nai-diffusion-3", "nai-diffusion-furry-3"}
     assert {m for m, s in MODELS.items() if s.v4_prompt} == {
-        m for m in CURRENT if "diffusion-4" in m or "diffusion-5" in m
+        m for m in CURRENT_MODELS if "diffusion-4" in m or "diffusion-5" in m
     }
 
 
 def test_vibes_raw_on_v3_encoded_on_v4_and_none_on_v5() -> None:
     vibes = {model: spec.vibes for model, spec in MODELS.items()}
     assert vibes["nai-diffusion-3"] is vibes["nai-diffusion-furry-3"] is VibeSupport.RAW
-    for model in CURRENT[:4]:
+    for model in CURRENT_MODELS[:4]:
         assert vibes[model] is VibeSupport.ENCODED
     assert vibes["nai-diffusion-5-full"] is vibes["nai-diffusion-5-curated"] is VibeSupport.NONE
     assert vibes["nai-diffusion-2"] is VibeSupport.NONE
@@ -122,8 +97,8 @@ def test_character_reference_only_on_v4_5() -> None:
 
 
 def test_character_and_token_limits() -> None:
-    assert [MODELS[m].max_characters for m in CURRENT] == [6, 6, 6, 6, 32, 32, 0, 0]
-    assert [MODELS[m].token_limit for m in CURRENT] == [512, 512, 512, 512, 1471, 703, 225, 225]
+    assert [MODELS[m].max_characters for m in CURRENT_MODELS] == [6, 6, 6, 6, 32, 32, 0, 0]
+    assert [MODELS[m].token_limit for m in CURRENT_MODELS] == [512, 512, 512, 512, 1471, 703, 225, 225]
 
 
 def test_samplers_and_schedules() -> None:
@@ -152,7 +127,7 @@ def test_dataset_prefixes_price_and_defaults() -> None:
     assert MODELS["nai-diffusion-5-full"].cost_multiplier == 1.5
     assert MODELS["nai-diffusion-5-full"].opus_usage_limit
     assert MODELS["nai-diffusion-4-5-full"].cost_multiplier == 1.0
-    assert [MODELS[m].default_scale for m in CURRENT] == [5.0, 5.0, 6.0, 6.0, 7.0, 7.0, 5.0, 6.2]
+    assert [MODELS[m].default_scale for m in CURRENT_MODELS] == [5.0, 5.0, 6.0, 6.0, 7.0, 7.0, 5.0, 6.2]
 
 
 def test_vibe_file_keys() -> None:

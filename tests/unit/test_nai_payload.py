@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from nai_model_ids import CURRENT_MODELS, INPAINTING_IDS
 from PIL import Image
 
 from peropix_tui.engine.nai.imageprep import letterbox_v3_vibe, prepare_mask, prepare_source_image
@@ -135,17 +136,7 @@ def test_body_matches_the_hand_written_web_shape_field_by_field(golden: Path) ->
 def test_there_is_a_golden_file_for_every_current_model_family_and_action() -> None:
     bodies = [json.loads(p.read_text(encoding="utf-8"))["body"] for p in GOLDEN_FILES]
     models = {b["model"].removesuffix("-inpainting") for b in bodies}
-    assert models >= {
-        "nai-diffusion-4-5-full",
-        "nai-diffusion-4-5-curated",
-        "nai-diffusion-4-full",
-        "nai-diffusion-4-curated-preview",
-        "nai-diffusion-5-full",
-        "nai-diffusion-5-curated",
-        "nai-diffusion-3",
-        "nai-diffusion-furry-3",
-        "nai-diffusion-2",
-    }
+    assert models >= {*CURRENT_MODELS, "nai-diffusion-2"}
     assert {b["action"] for b in bodies} == {"generate", "img2img", "infill"}
 
 
@@ -291,20 +282,13 @@ def test_check_request_does_not_read_images(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("model", "infill"),
-    [
-        ("nai-diffusion-4-5-full", "nai-diffusion-4-5-full-inpainting"),
-        ("nai-diffusion-4-5-curated", "nai-diffusion-4-5-curated-inpainting"),
-        ("nai-diffusion-4-full", "nai-diffusion-4-full-inpainting"),
-        ("nai-diffusion-4-curated-preview", "nai-diffusion-4-curated-inpainting"),
-        ("nai-diffusion-5-full", "nai-diffusion-5-full-inpainting"),
-        ("nai-diffusion-5-curated", "nai-diffusion-4-5-curated-inpainting"),
-        ("nai-diffusion-3", "nai-diffusion-3-inpainting"),
-        ("nai-diffusion-4-5-full-inpainting", "nai-diffusion-4-5-full-inpainting"),
-    ],
+    [*INPAINTING_IDS, ("nai-diffusion-4-5-full-inpainting", "nai-diffusion-4-5-full-inpainting")],
 )
 def test_infill_names_the_inpainting_model(model: str, infill: str) -> None:
     mask = box_mask_png(832, 1216)
-    body = build_payload(GenerationRequest("x", model=model, seed=1, image=_IMG, mask=mask))
+    # No undesired-content preset: the V1 models offer none, and the infill id is what is tested here.
+    request = GenerationRequest("x", model=model, seed=1, image=_IMG, mask=mask, uc_preset=UcPreset.NONE)
+    body = build_payload(request)
     assert body["model"] == infill
     assert body["action"] == "infill"
     assert "reference_image_multiple" not in body["parameters"]

@@ -27,7 +27,7 @@ from peropix_tui.core.metadata.pngchunks import (
     encode_text_chunk,
     read_all_chunks,
 )
-from peropix_tui.core.outputs import OutputError, day_folder, next_counter, save_image
+from peropix_tui.core.outputs import OutputError, next_counter, save_image
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "images"
 NAI_V3 = FIXTURES / "nai__LlmKira_novelai-python__sample-0316.png"
@@ -67,12 +67,15 @@ def test_first_saves_are_numbered_from_one_in_the_day_folder(tmp_path: Path) -> 
     assert names(first.parent) == ["00001_42.png", "00002_7.png"]
 
 
-def test_day_folder_uses_local_date_of_aware_times(tmp_path: Path) -> None:
+def test_the_day_folder_is_the_local_date_of_aware_times(tmp_path: Path) -> None:
     moment = datetime(2025, 3, 9, 23, 59, tzinfo=timezone(timedelta(hours=-12)))
     local = moment.astimezone()
-    assert day_folder(tmp_path, moment) == tmp_path / local.strftime("%Y-%m-%d")
-    assert day_folder(tmp_path, WHEN) == tmp_path / "2025-03-09"
-    assert day_folder(tmp_path) == tmp_path / datetime.now().strftime("%Y-%m-%d")
+    assert save_image(plain_png(), seed=1, outputs_dir=tmp_path, when=moment).parent == tmp_path / local.strftime(
+        "%Y-%m-%d"
+    )
+    assert save_image(plain_png(), seed=1, outputs_dir=tmp_path).parent == tmp_path / datetime.now().strftime(
+        "%Y-%m-%d"
+    )
 
 
 def test_counter_continues_after_gaps(tmp_path: Path) -> None:

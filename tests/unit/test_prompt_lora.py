@@ -4,7 +4,7 @@ from collections import Counter
 
 import pytest
 from hypothesis import given, settings
-from hypothesis import strategies as st
+from prompt_strategies import dialects, prompt_text
 
 from peropix_tui.core.errors import PeropixError
 from peropix_tui.core.prompt import (
@@ -18,34 +18,7 @@ from peropix_tui.core.prompt import (
 )
 
 LORAS = ["<lora:foo bar:0.8>", "<lora:x>", "<lyco:ü.v2-1:0.5:0.7>", "<lora:bad:abc>", "<LORA:Up:1>"]
-PROMPT_TOKENS = [
-    *LORAS,
-    "a",
-    "long hair",
-    "1girl",
-    "(vocaloid)",
-    "日本",
-    ">_<",
-    "<",
-    ">",
-    ",",
-    ", ",
-    " ",
-    "\n",
-    "|",
-    " BREAK ",
-    "{",
-    "}",
-    "[",
-    "]",
-    "(",
-    ")",
-    "\\(",
-    ":1.2",
-    "1.5::",
-    "::",
-]
-prompt_like = st.lists(st.sampled_from(PROMPT_TOKENS), max_size=30).map("".join)
+prompt_like = prompt_text(*LORAS)
 
 
 def test_extract_loras_in_order() -> None:
@@ -131,7 +104,7 @@ def test_rename_lora_rejects_bad_names(bad: str) -> None:
 
 
 @settings(max_examples=300)
-@given(prompt_like, st.sampled_from(list(Dialect)))
+@given(prompt_like, dialects)
 def test_move_loras_to_front_keeps_the_lora_multiset(text: str, dialect: Dialect) -> None:
     before = Counter(tag for tag, _ in extract_loras(text))
     moved = move_loras_to_front(text, dialect=dialect)
@@ -142,7 +115,7 @@ def test_move_loras_to_front_keeps_the_lora_multiset(text: str, dialect: Dialect
 
 
 @settings(max_examples=300)
-@given(prompt_like, st.sampled_from(list(Dialect)))
+@given(prompt_like, dialects)
 def test_remove_loras_leaves_no_lora_and_no_dangling_separator(text: str, dialect: Dialect) -> None:
     out = remove_loras(text, dialect=dialect)
     assert extract_loras(out) == []

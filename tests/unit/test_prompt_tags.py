@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from prompt_strategies import dialects, prompt_text
 
 from peropix_tui.core.prompt import (
     Dialect,
@@ -16,50 +17,7 @@ from peropix_tui.core.prompt import (
 NAI = Dialect.NAI
 SD = Dialect.SD
 
-PROMPT_TOKENS = [
-    "a",
-    "long_hair",
-    "long hair",
-    "blue  eyes",
-    "Hatsune_Miku",
-    "(vocaloid)",
-    "é",
-    "日本",
-    "^_^",
-    ">_<",
-    "o_o",
-    "_",
-    ",",
-    ", ",
-    " ,",
-    " ",
-    "  ",
-    "\n",
-    "|",
-    " | ",
-    "BREAK",
-    " BREAK ",
-    "{",
-    "}",
-    "[",
-    "]",
-    "(",
-    ")",
-    "\\(",
-    "\\)",
-    ":",
-    "::",
-    "1.5::",
-    "-1::",
-    ":1.3",
-    ":0.5",
-    "1990s",
-    "<lora:foo bar:0.8>",
-    "<lora:my_lora:1>",
-    "<lyco:x  y:0.5>",
-]
-prompt_like = st.lists(st.sampled_from(PROMPT_TOKENS), max_size=30).map("".join)
-dialects = st.sampled_from(list(Dialect))
+prompt_like = prompt_text()
 
 
 def test_split_tags_basic() -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from prompt_strategies import dialects, prompt_text
 
 from peropix_tui.core.prompt import (
     Dialect,
@@ -17,56 +18,8 @@ K = SpanKind
 NAI = Dialect.NAI
 SD = Dialect.SD
 
-PROMPT_TOKENS = [
-    "a",
-    "long hair",
-    "1girl",
-    "hatsune miku",
-    "(vocaloid)",
-    "é",
-    "日本",
-    "🎨",
-    "^_^",
-    ">_<",
-    ",",
-    ", ",
-    " ",
-    "  ",
-    "\n",
-    "\r\n",
-    "\t",
-    "|",
-    " | ",
-    "BREAK",
-    " BREAK ",
-    "{",
-    "}",
-    "[",
-    "]",
-    "(",
-    ")",
-    "\\(",
-    "\\)",
-    "\\",
-    ":",
-    "::",
-    "1.5::",
-    "-1::",
-    "0::",
-    ".5::",
-    ":1.3",
-    ":0.5",
-    "<lora:foo bar:0.8>",
-    "<lora:x>",
-    "<lyco:ü.v2-1:0.5:0.7>",
-    "<lora:bad:abc>",
-    "<lora:",
-    "<",
-    ">",
-]
-prompt_like = st.lists(st.sampled_from(PROMPT_TOKENS), max_size=40).map("".join)
+prompt_like = prompt_text(max_size=40)
 any_text = st.text(alphabet=st.characters(exclude_categories=()), max_size=200)
-dialects = st.sampled_from(list(Dialect))
 
 
 def pieces(tp: TokenizedPrompt) -> list[tuple[SpanKind, str]]:
@@ -358,6 +311,112 @@ def test_angle_brackets_that_are_not_lora_are_text() -> None:
     tp = tokenize(">_<, <3, a > b", NAI)
     assert tp.diagnostics == []
     assert {kind for kind, _ in pieces(tp)} == {K.TEXT, K.COMMA, K.SPACE}
+
+
+# --- wildcards and picks -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dialect", list(Dialect))
+def test_wildcard_and_pick_span_kinds(dialect: Dialect) -> None:
+    tp = tokenize("a __hair__, <pick:red|x\\|y\\>z|> b", dialect)
+    assert pieces(tp) == [
+        (K.TEXT, "a"),
+        (K.SPACE, " "),
+        (K.WILDCARD, "__hair__"),
+        (K.COMMA, ","),
+        (K.SPACE, " "),
+        (K.PICK_OPEN, "<pick:"),
+        (K.TEXT, "red"),
+        (K.PICK_SEP, "|"),
+        (K.TEXT, "x"),
+        (K.PICK_ESCAPE, "\\|"),
+        (K.TEXT, "y"),
+        (K.PICK_ESCAPE, "\\>"),
+        (K.TEXT, "z"),
+        (K.PICK_SEP, "|"),
+        (K.PICK_CLOSE, ">"),
+        (K.SPACE, " "),
+        (K.TEXT, "b"),
+    ]
+    assert tp.diagnostics == []
+
+
+@pytest.mark.parametrize(
+    ("text", "wildcards"),
+    [
+        ("long_hair, __hair__", ["__hair__"]),
+        ("x__hair__y", ["__hair__"]),
+        ("___hair__", ["__hair__"]),  # a lone `_` first
+        ("__a_b.c/d-e__", ["__a_b.c/d-e__"]),
+        ("__日本__", ["__日本__"]),
+        ("__../../etc/passwd__", ["__../../etc/passwd__"]),  # a wildcard; expanding it refuses the name
+        ("__ hair__, __hair __, ____, __a__b__", ["__a__"]),
+        ("macross__frontier:_itsuwari", []),
+        ("^_^, o_o, >_<, ^__^", []),
+    ],
+)
+def test_where_wildcards_are(text: str, wildcards: list[str]) -> None:
+    for dialect in Dialect:
+        tp = tokenize(text, dialect)
+        assert [tp.span_text(i) for i, k in enumerate(tp.kinds) if k is K.WILDCARD] == wildcards
+        assert "".join(tp.span_text(i) for i in range(len(tp.kinds))) == text
+
+
+def test_pick_syntax_outside_a_pick_is_what_it_was() -> None:
+    assert pieces(tokenize("a\\|b > c\\>", NAI)) == [
+        (K.TEXT, "a\\"),
+        (K.PIPE, "|"),
+        (K.TEXT, "b"),
+        (K.SPACE, " "),
+        (K.TEXT, ">"),
+        (K.SPACE, " "),
+        (K.TEXT, "c\\>"),
+    ]
+    assert K.PART_WEIGHT in tokenize("a:0.5|b", NAI).kinds
+    assert K.PART_WEIGHT not in tokenize("<pick:a:0.5|b>", NAI).kinds
+
+
+def test_nested_picks_and_a_lora_inside() -> None:
+    tp = tokenize("<pick:<lora:x:0.5>|<pick:a|b>>", NAI)
+    kinds = [k for k in tp.kinds if k in (K.PICK_OPEN, K.PICK_SEP, K.PICK_CLOSE, K.LORA_CLOSE)]
+    assert kinds == [K.PICK_OPEN, K.LORA_CLOSE, K.PICK_SEP, K.PICK_OPEN, K.PICK_SEP, K.PICK_CLOSE, K.PICK_CLOSE]
+    assert [lora.name for lora in tp.loras] == ["x"]
+
+
+def test_unclosed_pick_and_unbalanced_choice_are_diagnostics() -> None:
+    tp = tokenize("a, <pick:x|y", NAI)
+    assert tp.kinds[tp.starts.index(3)] is K.ERROR
+    assert [d.message for d in tp.diagnostics] == ["'<pick:' at 3 is never closed with '>'"]
+    tp = tokenize("<pick:{a|b}>", NAI)
+    assert [d.message for d in tp.diagnostics] == ["a bracket in the <pick:> at 0 does not close within its choice"]
+    assert tokenize("<pick:{a}|[b]>", NAI).diagnostics == []
+
+
+def test_pick_kinds_are_highlighted_by_name() -> None:
+    result = line_highlights(tokenize("__x__ <pick:a|b>", NAI))
+    names = [name for *_, name in result]
+    assert names == [K.WILDCARD, K.PICK_OPEN, K.TEXT, K.PICK_SEP, K.TEXT, K.PICK_CLOSE]
+
+
+@settings(max_examples=300)
+@given(st.one_of(prompt_like, any_text), dialects)
+def test_words_split_the_same_whether_or_not_the_text_holds_a_wildcard(text: str, dialect: Dialect) -> None:
+    """Words stop before `__` only in text holding one (a cheaper scan otherwise): both scans must agree."""
+    if "__" in text:
+        return
+    prefix = "__w__\n"
+    plain = tokenize(text, dialect)
+    marked = tokenize(prefix + text, dialect)
+    assert marked.kinds[0] is K.WILDCARD
+
+    def per_char(tp: TokenizedPrompt, offset: int) -> list[tuple[SpanKind, float, int]]:
+        out: list[tuple[SpanKind, float, int]] = []
+        for kind, start, end, weight, depth in zip(tp.kinds, tp.starts, tp.ends, tp.weights, tp.depths, strict=True):
+            out.extend([(kind, weight, depth)] * (end - max(start, offset)) if end > offset else [])
+        return out
+
+    assert per_char(marked, len(prefix)) == per_char(plain, 0)
+    assert len(marked.diagnostics) == len(plain.diagnostics)
 
 
 # --- byte offsets, weighted chunks, highlights --------------------------------------------------------------

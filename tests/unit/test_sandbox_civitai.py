@@ -3,13 +3,8 @@
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -22,6 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors import safe_open
+from sandbox_cmd_helpers import interrupt, sandbox_args, sandbox_process
 
 from peropix_tui.commands import sandbox_cmd
 from peropix_tui.core.errors import PeropixError
@@ -1022,20 +1018,11 @@ def test_lifecycle() -> None:
 # --- peropix sandbox -----------------------------------------------------------------------------------------------
 
 
-def _args(**values: Any) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    sandbox_cmd.register(parser.add_subparsers())
-    args = parser.parse_args(["sandbox"])
-    for key, value in values.items():
-        setattr(args, key, value)
-    return args
-
-
 def test_command_refuses_bad_civitai_options() -> None:
     with pytest.raises(PeropixError, match="--civitai-key"):
-        sandbox_cmd._run(_args(civitai_key="two words"))
+        sandbox_cmd._run(sandbox_args(civitai_key="two words"))
     with pytest.raises(PeropixError, match="--civitai-file-mib"):
-        sandbox_cmd._run(_args(civitai_file_mib=0))
+        sandbox_cmd._run(sandbox_args(civitai_file_mib=0))
 
 
 def test_civitai_env_line() -> None:
@@ -1045,42 +1032,16 @@ def test_civitai_env_line() -> None:
 
 
 def test_command_serves_civitai_until_interrupted() -> None:
-    script = (
-        "import argparse, sys\n"
-        "from peropix_tui.commands import sandbox_cmd\n"
-        "parser = argparse.ArgumentParser()\n"
-        "sandbox_cmd.register(parser.add_subparsers())\n"
-        "args = parser.parse_args(sys.argv[1:])\n"
-        "sys.exit(args.func(args))\n"
-    )
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    process = subprocess.Popen(
-        [sys.executable, "-c", script, "sandbox", "--civitai-key", "my-key", "--civitai-file-mib", "0.05"],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    try:
-        assert process.stdout is not None
-        lines: list[str] = []
-        while not lines or "PEROPIX_CIVITAI_BASE_URL=" not in lines[-1]:
-            line = process.stdout.readline()
-            assert line, "the command ended before printing its settings"
-            lines.append(line)
-        settings_ = dict(part.split("=", 1) for part in lines[-1].split())
+    options = ("--civitai-key", "my-key", "--civitai-file-mib", "0.05")
+    with sandbox_process(*options, ready="PEROPIX_CIVITAI_BASE_URL=") as (process, settings_, lines):
         assert settings_["PEROPIX_CIVITAI_API_KEY"] == "my-key"
         assert any("sandbox_artist" in line for line in lines)
         base = settings_["PEROPIX_CIVITAI_BASE_URL"]
         me = httpx.get(base + "/api/v1/me", headers={"Authorization": "Bearer my-key"})
         assert me.status_code == 200
+        assert process.stdout is not None
         assert process.stdout.readline().strip() == "civitai GET /api/v1/me -> 200"
         models = httpx.get(base + "/api/v1/models", params={"username": MAIN_CREATOR, "nsfw": "true"}).json()
         size_kb = models["items"][0]["modelVersions"][0]["files"][0]["sizeKB"]
         assert size_kb == pytest.approx(0.05 * 1024, abs=1)
-        process.send_signal(signal.SIGINT)
-        assert process.wait(10) == 0
-        assert "stopping the sandbox" in process.stdout.read()
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        interrupt(process)

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
 import io
-import os
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 import zipfile
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from sandbox_cmd_helpers import interrupt, sandbox_args, sandbox_process
 from sandbox_nai_helpers import AUTH, V45, b64, body, jpeg_bytes, msgpack_events, png_bytes, sse_events
 
 from peropix_tui.commands import sandbox_cmd
@@ -552,48 +547,18 @@ def test_ipv6_loopback() -> None:
 # --- peropix sandbox -------------------------------------------------------------------------------------
 
 
-def _args(**values: Any) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    sandbox_cmd.register(parser.add_subparsers())
-    args = parser.parse_args(["sandbox"])
-    for key, value in values.items():
-        setattr(args, key, value)
-    return args
-
-
 def test_command_refuses_bad_options() -> None:
     with pytest.raises(SandboxError, match="loopback"):
-        sandbox_cmd._run(_args(host="0.0.0.0"))
+        sandbox_cmd._run(sandbox_args(host="0.0.0.0"))
     with pytest.raises(PeropixError, match="--balance"):
-        sandbox_cmd._run(_args(balance=-1))
+        sandbox_cmd._run(sandbox_args(balance=-1))
     with pytest.raises(PeropixError, match="--token"):
-        sandbox_cmd._run(_args(token="two words"))
+        sandbox_cmd._run(sandbox_args(token="two words"))
 
 
 def test_command_serves_until_interrupted() -> None:
-    script = (
-        "import argparse, sys\n"
-        "from peropix_tui.commands import sandbox_cmd\n"
-        "parser = argparse.ArgumentParser()\n"
-        "sandbox_cmd.register(parser.add_subparsers())\n"
-        "args = parser.parse_args(sys.argv[1:])\n"
-        "sys.exit(args.func(args))\n"
-    )
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    process = subprocess.Popen(
-        [sys.executable, "-c", script, "sandbox", "--balance", "77", "--token", "pst-mine"],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    try:
-        assert process.stdout is not None
-        lines: list[str] = []
-        while not lines or "PEROPIX_NAI_BASE_URL=" not in lines[-1]:
-            line = process.stdout.readline()
-            assert line, "the command ended before printing its settings"
-            lines.append(line)
-        settings = dict(part.split("=", 1) for part in lines[-1].split())
+    options = ("--balance", "77", "--token", "pst-mine")
+    with sandbox_process(*options, ready="PEROPIX_NAI_BASE_URL=") as (process, settings, lines):
         assert settings["PEROPIX_NAI_TOKEN"] == "pst-mine"
         assert settings["PEROPIX_NAI_ACCOUNT_URL"] == settings["PEROPIX_NAI_BASE_URL"]
         assert any("pst-mine (Scroll, 77 Anlas)" in line for line in lines)
@@ -601,14 +566,9 @@ def test_command_serves_until_interrupted() -> None:
             settings["PEROPIX_NAI_ACCOUNT_URL"] + SUBSCRIPTION_PATH, headers={"Authorization": "Bearer pst-mine"}
         )
         assert response.json()["trainingStepsLeft"]["fixedTrainingStepsLeft"] == 77
+        assert process.stdout is not None
         assert process.stdout.readline().strip() == f"GET {SUBSCRIPTION_PATH} -> 200"
-        process.send_signal(signal.SIGINT)
-        assert process.wait(10) == 0
-        assert "stopping the sandbox" in process.stdout.read()
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        interrupt(process)
 
 
 def test_env_line() -> None:

@@ -39,12 +39,21 @@ from peropix_tui.core.prompt.tags import (
     split_tags,
 )
 from peropix_tui.core.prompt.tokens import TokenizedPrompt, tokenize, weighted_chunks
+from peropix_tui.core.prompt.wildcards import (
+    Expander,
+    Expansion,
+    WildcardError,
+    WildcardLibrary,
+    expand_wildcards,
+)
 
 __all__ = [
     "DEFAULT_CATEGORIES",
     "BracketPair",
     "Diagnostic",
     "Dialect",
+    "Expander",
+    "Expansion",
     "FilterError",
     "FilterResult",
     "LoraRef",
@@ -54,10 +63,13 @@ __all__ = [
     "Tag",
     "TokenizedPrompt",
     "UnderscoreMode",
+    "WildcardError",
+    "WildcardLibrary",
     "WordFilter",
     "dedupe_tags",
     "default_filter_text",
     "ensure_user_filters",
+    "expand_wildcards",
     "extract_loras",
     "find_loras",
     "line_highlights",

@@ -68,13 +68,22 @@ def rewrite(tokenized: TokenizedPrompt, deleted: bytearray) -> str:
     previous = -1  # index of the last element kept
     residue: list[int] = []  # brackets left over from dropped elements since then
     deleted_before = [0, *accumulate(deleted)]
+    partner = {pair.open: pair.close for pair in tokenized.pairs} | {pair.close: pair.open for pair in tokenized.pairs}
     for index, element in enumerate(elements):
         untouched = deleted_before[element.stop] == deleted_before[element.first]
         words_left = surviving_before[element.stop] > surviving_before[element.first]
         # Kept: whatever still has words, and untouched syntax-only elements (`|:0.5`); whitespace-only
         # elements go, so no doubled separators are left behind.
         if not words_left and not (untouched and not element.empty):
-            residue.extend(i for i in range(element.first, element.stop) if not deleted[i] and _role(tokenized, i) != 0)
+            # Brackets of a dropped element stay only where they balance brackets outside it; a pair wholly inside
+            # goes with the element (`1.5::::nude` without `nude` leaves nothing, not `1.5::::`).
+            residue.extend(
+                i
+                for i in range(element.first, element.stop)
+                if not deleted[i]
+                and _role(tokenized, i) != 0
+                and not element.first <= partner.get(i, -1) < element.stop
+            )
             continue
         closers, openers = _split_residue(tokenized, residue)
         if previous < 0:

@@ -22,6 +22,7 @@ class Dialect(StrEnum):
 
     NAI: NovelAI, `{a}` x1.05, `[a]` /1.05, `1.5::a::` numeric sections, parentheses are literal text.
     SD: A1111/ComfyUI, `(a)` x1.1, `(a:1.3)`, `[a]` /1.1, backslash escapes, `BREAK`.
+    Both read `__name__` wildcards and `<pick:a|b>` choices, which are expanded before a prompt is sent.
     """
 
     NAI = "nai"
@@ -49,7 +50,12 @@ class SpanKind(StrEnum):
     LORA_NAME = "lora.name"
     LORA_WEIGHT = "lora.weight"
     LORA_CLOSE = "lora.close"  # `>`
-    ERROR = "error"  # unbalanced bracket, stray `::`, bad LoRA value, unclosed `<lora:`
+    WILDCARD = "wildcard"  # `__name__`: a line drawn from wildcards/name.txt
+    PICK_OPEN = "pick.open"  # `<pick:`
+    PICK_SEP = "pick.sep"  # `|` between the choices of a pick
+    PICK_CLOSE = "pick.close"  # `>` ending a pick
+    PICK_ESCAPE = "pick.escape"  # `\|` or `\>` inside a pick: the character itself
+    ERROR = "error"  # unbalanced bracket, stray `::`, bad LoRA value, unclosed `<lora:` or `<pick:`
 
 
 LORA_KINDS = frozenset(
@@ -62,12 +68,14 @@ LORA_KINDS = frozenset(
         SpanKind.LORA_CLOSE,
     }
 )
+PICK_KINDS = frozenset({SpanKind.PICK_OPEN, SpanKind.PICK_SEP, SpanKind.PICK_CLOSE, SpanKind.PICK_ESCAPE})
+WILDCARD_KINDS = PICK_KINDS | {SpanKind.WILDCARD}
 SEPARATOR_KINDS = frozenset({SpanKind.COMMA, SpanKind.PIPE, SpanKind.BREAK})
 OPENER_KINDS = frozenset({SpanKind.OPEN, SpanKind.WEIGHT_PREFIX})
 CLOSER_KINDS = frozenset({SpanKind.CLOSE, SpanKind.SECTION_CLOSE, SpanKind.WEIGHT_SUFFIX, SpanKind.PART_WEIGHT})
 WORD_KINDS = frozenset({SpanKind.TEXT, SpanKind.ESCAPE})
 # Spans that carry meaning of their own; a tag without any of them is empty.
-CONTENT_KINDS = WORD_KINDS | LORA_KINDS
+CONTENT_KINDS = WORD_KINDS | LORA_KINDS | WILDCARD_KINDS
 # When tags between two others disappear, the strongest separator among them is the one kept.
 SEPARATOR_STRENGTH = {SpanKind.COMMA: 1, SpanKind.PIPE: 2, SpanKind.BREAK: 3}
 

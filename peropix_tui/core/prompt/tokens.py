@@ -29,45 +29,74 @@ _LORA = (
     rf"|(?P<lora><(?P<lkw>(?i:lora|lyco)):(?P<lbody>[^<>{LINE_BREAKS}]*)>)"
     r"|(?P<lorabad><(?i:lora|lyco):)"
 )
-_NAI_STOP = r"\s,|{}\[\]<:("
-_NAI_PATTERN = re.compile(
-    rf"(?P<ws>\s+)"
-    rf"|(?P<text>[^{_NAI_STOP}\-.0-9][^{_NAI_STOP}]*)"
-    r"|(?P<comma>,)"
-    r"|(?P<open>[{\[])"
-    r"|(?P<close>[}\]])"
-    rf"|(?P<prefix>(?<![\w.])-?{_NUM}::)"
-    r"|(?P<sclose>::)"
-    rf"|(?P<pweight>:(?P<pws>\s*)(?P<pnum>-?{_NUM})(?=\s*(?:\||\Z)))"
-    r"|(?P<pipe>\|)"
-    rf"{_LORA}"
-    rf"|(?P<text2>[^{_NAI_STOP}]+)"
-    r"|(?P<other>.)",
-    re.DOTALL,
+# Wildcards and picks, in both dialects. A wildcard name holds letters, digits, `.`, `-`, `/` and single
+# underscores, with none at either end.
+_WILD_CHAR = r"(?:[^\W_]|[./-])"
+_WILDCARDS = (
+    rf"|(?P<wild>__{_WILD_CHAR}(?:_?{_WILD_CHAR})*__)"
+    r"|(?P<pick><(?i:pick):)"
+    r"|(?P<gt>>)"
+    r"|(?P<pesc>\\[|>])"
 )
-_SD_STOP = r"\s,|()\[\]<:\\"
-_SD_PATTERN = re.compile(
-    rf"(?P<ws>\s+)"
-    rf"|(?P<text>[^{_SD_STOP}B][^{_SD_STOP}]*)"
-    r"|(?P<comma>,)"
-    r"|(?P<open>[(\[])"
-    r"|(?P<close>[)\]])"
-    r"|(?P<escape>\\[()\[\]{}\\])"
-    rf"|(?P<suffix>:(?P<sws>\s*)(?P<snum>[+-]?{_NUM})(?=\s*\)))"
-    r"|(?P<brk>\bBREAK\b)"
-    r"|(?P<pipe>\|)"
-    rf"{_LORA}"
-    rf"|(?P<text2>[^{_SD_STOP}]+)"
-    r"|(?P<other>.)",
-    re.DOTALL,
-)
+_NAI_STOP = r"\s,|{}\[\]<>:(\\"
+_SD_STOP = r"\s,|()\[\]<>:\\"
+
+
+def _words(stop: str, not_first: str, *, before_wildcards: bool) -> tuple[str, str]:
+    """Bodies of the `text` and `text2` groups. With `before_wildcards` a word stops before `__`, where a
+    wildcard may start; that costs a little per underscore, so it is used only on text that holds a `__`."""
+    if not before_wildcards:
+        return rf"[^{stop}{not_first}][^{stop}]*", rf"[^{stop}]+"
+    rest = rf"[^{stop}_]*(?:_(?!_)[^{stop}_]*)*"
+    return rf"[^{stop}{not_first}_]{rest}", rf"[^{stop}_]{rest}"
+
+
+def _nai_pattern(*, before_wildcards: bool) -> re.Pattern[str]:
+    text, text2 = _words(_NAI_STOP, r"\-.0-9", before_wildcards=before_wildcards)
+    return re.compile(
+        rf"(?P<ws>\s+)"
+        rf"|(?P<text>{text})"
+        r"|(?P<comma>,)"
+        r"|(?P<open>[{\[])"
+        r"|(?P<close>[}\]])"
+        rf"|(?P<prefix>(?<![\w.])-?{_NUM}::)"
+        r"|(?P<sclose>::)"
+        rf"|(?P<pweight>:(?P<pws>\s*)(?P<pnum>-?{_NUM})(?=\s*(?:\||\Z)))"
+        r"|(?P<pipe>\|)"
+        rf"{_LORA}"
+        rf"{_WILDCARDS}"
+        rf"|(?P<text2>{text2})"
+        r"|(?P<other>.)",
+        re.DOTALL,
+    )
+
+
+def _sd_pattern(*, before_wildcards: bool) -> re.Pattern[str]:
+    text, text2 = _words(_SD_STOP, "B", before_wildcards=before_wildcards)
+    return re.compile(
+        rf"(?P<ws>\s+)"
+        rf"|(?P<text>{text})"
+        r"|(?P<comma>,)"
+        r"|(?P<open>[(\[])"
+        r"|(?P<close>[)\]])"
+        r"|(?P<escape>\\[()\[\]{}\\])"
+        rf"|(?P<suffix>:(?P<sws>\s*)(?P<snum>[+-]?{_NUM})(?=\s*\)))"
+        r"|(?P<brk>\bBREAK\b)"
+        r"|(?P<pipe>\|)"
+        rf"{_LORA}"
+        rf"{_WILDCARDS}"
+        rf"|(?P<text2>{text2})"
+        r"|(?P<other>.)",
+        re.DOTALL,
+    )
+
+
 _PLAIN_GROUPS = {
     "ws": SpanKind.SPACE,
     "text": SpanKind.TEXT,
     "text2": SpanKind.TEXT,
     "other": SpanKind.TEXT,
     "comma": SpanKind.COMMA,
-    "pipe": SpanKind.PIPE,
     "escape": SpanKind.ESCAPE,
     "brk": SpanKind.BREAK,
 }
@@ -81,8 +110,12 @@ def _scan_table(pattern: re.Pattern[str]) -> tuple[re.Pattern[str], list[SpanKin
     return pattern, plain
 
 
-_NAI_SCAN = _scan_table(_NAI_PATTERN)
-_SD_SCAN = _scan_table(_SD_PATTERN)
+# (NAI?, text holds "__"?) -> scan table
+_SCANS = {
+    (nai, before): _scan_table(_nai_pattern(before_wildcards=before) if nai else _sd_pattern(before_wildcards=before))
+    for nai in (True, False)
+    for before in (True, False)
+}
 _WEIGHT_RE = re.compile(rf"[+-]?{_NUM}")
 _INT_RE = re.compile(r"\d+")
 
@@ -206,6 +239,7 @@ class _Scanner:
         self.loras: list[LoraRef] = []
         self.pairs: list[BracketPair] = []
         self.stack: list[tuple[str, int]] = []  # open brackets: (char, span index)
+        self.picks: list[tuple[int, int]] = []  # open `<pick:`s: (span index, bracket depth there)
         self.mark = 1.0 if self.nai else 0.0
         # NAI state: curly minus square levels and the running numeric section.
         self.net = 0
@@ -238,7 +272,7 @@ class _Scanner:
         add_depth = depths.append
         text_kind = SpanKind.TEXT
         space_kind = SpanKind.SPACE
-        pattern, plain = _NAI_SCAN if self.nai else _SD_SCAN
+        pattern, plain = _SCANS[self.nai, "__" in self.text]
         mark = self.mark
         depth = 0
         for m in pattern.finditer(self.text):
@@ -282,11 +316,46 @@ class _Scanner:
             self.open_section(start, end)
         elif group == "sclose":
             self.close_section(start, end)
+        elif group == "pipe":
+            if self.picks:
+                self.pick_boundary(SpanKind.PICK_SEP, start)
+            else:
+                self.emit(SpanKind.PIPE, start, end)
         elif group == "pweight":
-            kind = SpanKind.PART_WEIGHT if self.mixing else SpanKind.TEXT
+            kind = SpanKind.PART_WEIGHT if self.mixing and not self.picks else SpanKind.TEXT
             self.weighted_value(kind, start, m.start("pws"), m.start("pnum"), end)
-        else:  # suffix
+        elif group == "suffix":
             self.suffix(start, m.start("sws"), m.start("snum"), end, float(m.group("snum")))
+        elif group == "wild":
+            self.emit(SpanKind.WILDCARD, start, end)
+        elif group == "pick":
+            self.picks.append((len(self.kinds), len(self.stack)))
+            self.emit(SpanKind.PICK_OPEN, start, end)
+        elif group == "gt":
+            if self.picks:
+                self.pick_boundary(SpanKind.PICK_CLOSE, start)
+                self.picks.pop()
+            else:
+                self.text_run(start, end)
+        else:  # pesc: `\|` or `\>`, an escape only inside a pick
+            if self.picks:
+                self.emit(SpanKind.PICK_ESCAPE, start, end)
+                return
+            self.text_run(start, start + 1)
+            if self.text[start + 1] == "|":
+                self.emit(SpanKind.PIPE, start + 1, end)
+            else:
+                self.text_run(start + 1, end)
+
+    def pick_boundary(self, kind: SpanKind, at: int) -> None:
+        """A `|` or `>` of the innermost pick; each choice is drawn alone, so its brackets must balance."""
+        opened, depth = self.picks[-1]
+        if depth >= 0 and len(self.stack) != depth:  # said once per pick (depth -1 afterwards)
+            where = self.starts[opened]
+            message = f"a bracket in the <pick:> at {where} does not close within its choice"
+            self.diagnostics.append(Diagnostic(at, at + 1, message))
+            self.picks[-1] = (opened, -1)
+        self.emit(kind, at, at + 1)
 
     def text_run(self, start: int, end: int) -> None:
         kinds = self.kinds
@@ -431,6 +500,10 @@ class _Scanner:
             at = self.starts[index]
             self.diagnostics.append(Diagnostic(at, at + 1, f"'{char}' at {at} is never closed"))
             self.pairs.append(BracketPair(index, -1, count))
+        for index, _ in self.picks:
+            kinds[index] = SpanKind.ERROR
+            at = self.starts[index]
+            self.diagnostics.append(Diagnostic(at, self.ends[index], f"'<pick:' at {at} is never closed with '>'"))
         if self.section_at >= 0:
             at = self.starts[self.section_at]
             message = f"numeric weight at {at} is never closed with '::'"
