@@ -119,6 +119,32 @@ async def test_cancelled_run_waits_for_the_thread_and_sets_the_token() -> None:
         assert await pools.run("gpu", str.upper, "still usable") == "STILL USABLE"
 
 
+async def test_cancelled_twice_still_waits_for_the_thread() -> None:
+    """A second cancel while the task waits for its thread (an app shutting down cancels everything) must not cut
+    the wait short: the task may only end once the work has stopped."""
+    started = threading.Event()
+    ended: list[str] = []
+    steps = token_aware_steps(started, ended)
+
+    def slow_to_stop(token: CancelToken) -> None:
+        try:
+            steps(token)
+        finally:
+            time.sleep(0.2)  # the work takes a while to wind down after it saw the token
+            ended.append("returned")
+
+    with Executors() as pools:
+        token = CancelToken()
+        task = asyncio.create_task(pools.run("gpu", slow_to_stop, token, token=token))
+        assert await asyncio.to_thread(started.wait, 5)
+        task.cancel()
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert ended == ["cancelled", "returned"]
+
+
 async def test_cancel_before_start_does_not_run_the_work() -> None:
     ran: list[int] = []
     release = threading.Event()

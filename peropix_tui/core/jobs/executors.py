@@ -8,6 +8,7 @@ use.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import dataclasses
 import functools
@@ -152,8 +153,13 @@ class Executors:
 
 
 async def _settle(future: asyncio.Future[T]) -> None:
-    """Wait for abandoned work to end and consume its outcome so nothing is reported as never retrieved."""
-    await asyncio.wait((future,))
+    """Wait for abandoned work to end and consume its outcome so nothing is reported as never retrieved.
+
+    The caller is already being cancelled; a further cancel (an app cancelling every task as it quits) must not
+    cut the wait short, or the task would end while its thread still runs."""
+    while not future.done():
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait((future,))
     if future.cancelled():
         return
     error = future.exception()
