@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, TextIO
 
+from peropix_tui.civitai.model_types import parse_model_types
 from peropix_tui.core.errors import PeropixError
 
 if TYPE_CHECKING:
@@ -32,10 +33,6 @@ EXIT_FAILED: Final = 1
 EXIT_USAGE: Final = 2
 EXIT_DEFERRED: Final = 75
 EXIT_INTERRUPTED: Final = 130
-KNOWN_TYPES: Final = (
-    "Checkpoint", "TextualInversion", "Hypernetwork", "AestheticGradient", "LORA", "LoCon", "DoRA", "Controlnet",
-    "Upscaler", "MotionModule", "VAE", "Poses", "Wildcards", "Workflows", "Detection", "Other",
-)  # fmt: skip
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -122,23 +119,6 @@ def _batch(args: argparse.Namespace) -> int:
     return _collect(args, [line.creator for line in parsed.creators], bad_input=len(parsed.problems))
 
 
-def parse_types(text: str | None, default: list[str]) -> tuple[str, ...] | None:
-    """`--types` as canonical type names; None for `all`. Unknown names are one error listing the known ones."""
-    if text is None:
-        names = default
-    elif text.strip().lower() == "all":
-        return None
-    else:
-        names = [part.strip() for part in text.split(",") if part.strip()]
-    if not names:
-        raise PeropixError("--types is empty; give types such as LORA,LoCon or 'all'")
-    canonical = {name.lower(): name for name in KNOWN_TYPES}
-    unknown = [name for name in names if name.lower() not in canonical]
-    if unknown:
-        raise PeropixError(f"unknown model type {', '.join(unknown)}; known: {', '.join(KNOWN_TYPES)} or all")
-    return tuple(dict.fromkeys(canonical[name.lower()] for name in names))
-
-
 def _collect(args: argparse.Namespace, creators: list[CreatorRef], *, bad_input: int) -> int:
     from peropix_tui.civitai.collector import CollectOptions
     from peropix_tui.core.config import Config
@@ -156,7 +136,7 @@ def _collect(args: argparse.Namespace, creators: list[CreatorRef], *, bad_input:
     settings = config.settings.civitai
     options = CollectOptions(
         root=civitai_root(config, args.root),
-        types=parse_types(args.types, settings.types),
+        types=parse_model_types(args.types, settings.types),
         models=not args.no_models,
         images=not args.no_images,
         dry_run=args.dry_run,

@@ -34,6 +34,7 @@ from peropix_tui.civitai.collector import CollectOptions
 from peropix_tui.civitai.download_log import CreatorLog, logs_dir, scan_download_logs
 from peropix_tui.civitai.errors import CreatorRefError
 from peropix_tui.civitai.events import VERIFIED, Notice, Tally
+from peropix_tui.civitai.model_types import parse_model_types
 from peropix_tui.civitai.urls import CreatorRef, parse_creator, read_batch_file
 from peropix_tui.core.config import Config
 from peropix_tui.core.errors import PeropixError
@@ -81,17 +82,6 @@ def parse_creators_field(text: str) -> tuple[list[CreatorRef], list[Path]]:
     creators = [parse_creator(word) for word in words if not word.startswith(_PATH_STARTS)]
     batches = [Path(word).expanduser() for word in words if word.startswith(_PATH_STARTS)]
     return _unique(creators), batches
-
-
-def parse_types_field(text: str) -> tuple[str, ...] | None:
-    """Model types, comma- or space-separated, compared without case by the collector; `all` (None) for every
-    type."""
-    names = [part for part in text.replace(",", " ").split() if part]
-    if not names:
-        raise PeropixError("no model types: give types such as LORA,LoCon or all")
-    if any(name.casefold() == "all" for name in names):
-        return None
-    return tuple(dict.fromkeys(names))
 
 
 def _unique(creators: list[CreatorRef]) -> list[CreatorRef]:
@@ -335,7 +325,7 @@ class DownloadsScreen(Screen[None]):
 
     def _request(self) -> CollectRequest:
         creators, batches = parse_creators_field(self.query_one("#collect-creators", Input).value)
-        types = parse_types_field(self.query_one("#collect-types", Input).value)
+        types = parse_model_types(self.query_one("#collect-types", Input).value, (), field="Model types")
         models = self.query_one("#collect-models", Checkbox).value
         images = self.query_one("#collect-images", Checkbox).value
         if not models and not images:

@@ -249,17 +249,19 @@ class ParameterForm(VerticalScroll):
         """The form's parameters (not its size, seed or image count) as a preset named `name`; raises
         PeropixError naming the field at fault."""
         uc = self.uc_preset
+        model = str(self.query_one("#param-model", Select).value)
+        smea = model_spec(model).smea  # only V3 models have SMEA: a preset of another model leaves it out
         return ParameterPreset(
             name,
-            model=str(self.query_one("#param-model", Select).value),
+            model=model,
             steps=self._number("param-steps", "Steps", int),
             scale=self._number("param-scale", "Guidance", float),
             cfg_rescale=self._number("param-rescale", "Rescale", float),
             sampler=str(self.query_one("#param-sampler", Select).value),
             scheduler=str(self.query_one("#param-schedule", Select).value),
             variety=self.query_one("#param-variety", Switch).value,
-            smea=self.query_one("#param-smea", Switch).value,
-            smea_dyn=self.query_one("#param-smea-dyn", Switch).value,
+            smea=self.query_one("#param-smea", Switch).value if smea else None,
+            smea_dyn=self.query_one("#param-smea-dyn", Switch).value if smea else None,
             quality_tags=self.query_one("#param-quality", Switch).value,
             uc_preset=UC_AS_WRITTEN if uc is None else uc.value,
         )

@@ -8,7 +8,7 @@ import pytest
 
 from peropix_tui.civitai.urls import CreatorRef
 from peropix_tui.core.errors import PeropixError
-from peropix_tui.screens.downloads import parse_creators_field, parse_types_field
+from peropix_tui.screens.downloads import parse_creators_field
 
 
 def test_creators_urls_names_and_batch_files() -> None:
@@ -30,11 +30,3 @@ def test_creators_urls_names_and_batch_files() -> None:
 def test_creators_that_cannot_be_collected(text: str, message: str) -> None:
     with pytest.raises(PeropixError, match=message):
         parse_creators_field(text)
-
-
-def test_model_types() -> None:
-    assert parse_types_field("LORA,LoCon, DoRA") == ("LORA", "LoCon", "DoRA")
-    assert parse_types_field("lora lora locon") == ("lora", "locon")
-    assert parse_types_field("LORA, all") is None
-    with pytest.raises(PeropixError, match="no model types"):
-        parse_types_field(" , ")

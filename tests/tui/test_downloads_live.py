@@ -327,6 +327,10 @@ async def test_the_form_refuses_what_it_cannot_collect() -> None:
         [error] = await errors_after("f5")
         assert "is a model page" in error
         field.value = CREATOR
+        app.screen.query_one("#collect-types", Input).value = "LORA Lora2"
+        [error] = await errors_after("f5")
+        assert error.startswith("Model types: unknown model type Lora2; known: Checkpoint")
+        app.screen.query_one("#collect-types", Input).value = "lora, locon"
         app.screen.query_one("#collect-models", Checkbox).value = False
         app.screen.query_one("#collect-images", Checkbox).value = False
         assert await errors_after("f5") == ["Models and Images are both off: that leaves nothing to collect"]

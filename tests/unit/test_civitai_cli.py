@@ -27,7 +27,8 @@ from peropix_tui.civitai.events import (
     Notice,
 )
 from peropix_tui.civitai.layout import part_path
-from peropix_tui.commands.civitai_cmd import LineReporter, RichReporter, parse_types
+from peropix_tui.civitai.model_types import parse_model_types
+from peropix_tui.commands.civitai_cmd import LineReporter, RichReporter
 from peropix_tui.core.errors import PeropixError
 from peropix_tui.sandbox.civitai_dataset import CivitaiDataset, FileAccess, ModelType
 from peropix_tui.sandbox.civitai_faults import Fault, FaultKind
@@ -206,13 +207,17 @@ def test_interrupted_mid_download_then_the_rerun_completes_byte_identical(
 
 
 def test_types_option() -> None:
-    assert parse_types(None, ["LORA", "LoCon"]) == ("LORA", "LoCon")
-    assert parse_types("lora, dora,LORA", []) == ("LORA", "DoRA")
-    assert parse_types("ALL", ["LORA"]) is None
-    with pytest.raises(PeropixError, match="unknown model type Foo"):
-        parse_types("Foo", [])
-    with pytest.raises(PeropixError, match="empty"):
-        parse_types(" , ", [])
+    assert parse_model_types(None, ["LORA", "LoCon"]) == ("LORA", "LoCon")
+    assert parse_model_types("lora, dora,LORA", []) == ("LORA", "DoRA")
+    assert parse_model_types("lora locon", []) == ("LORA", "LoCon")
+    assert parse_model_types("ALL", ["LORA"]) is None
+    assert parse_model_types("LORA, all", []) is None
+    with pytest.raises(PeropixError, match="--types: unknown model type Foo"):
+        parse_model_types("Foo", [])
+    with pytest.raises(PeropixError, match="--types is empty"):
+        parse_model_types(" , ", [])
+    with pytest.raises(PeropixError, match="Model types: unknown model type Lora2"):
+        parse_model_types("LORA Lora2", (), field="Model types")
 
 
 def reporter_events() -> list[Event]:
