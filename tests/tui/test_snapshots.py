@@ -21,6 +21,7 @@ from peropix_tui.core.paths import AppDirs
 from peropix_tui.sandbox.civitai_dataset import ModelType
 from peropix_tui.sandbox.civitai_faults import B2_PREFIX, CDN_PREFIX, Fault, FaultKind
 from peropix_tui.sandbox.session import sandbox_session
+from peropix_tui.widgets.download_table import DownloadTable
 from peropix_tui.widgets.prompt_editor import PromptEditor
 from peropix_tui.widgets.vibe_list import VibeList
 
@@ -204,6 +205,10 @@ def test_downloads_after_a_sandbox_collection(snap_compare: Callable[..., bool])
         await pilot.pause(0.4)
         for field in app.screen.query(Input):
             field.cursor_blink = False
+        # The cursor follows the row it was first on, and which row that is depends on which download began
+        # first: put it on the top row.
+        app.screen.query_one(DownloadTable).move_cursor(row=0)
+        await pilot.pause(0.1)
 
     with sandbox_session() as session:
         dataset = session.civitai_server.dataset
