@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from peropix_tui import __version__
-from peropix_tui.commands import civitai_cmd, config_cmd, generate_cmd, meta, sandbox_cmd, vibe_cmd
+from peropix_tui.commands import civitai_cmd, config_cmd, generate_cmd, meta, sandbox_cmd, vibe_cmd, vocab_cmd
 from peropix_tui.core.errors import PeropixError
 from peropix_tui.core.logs import setup_logging
 from peropix_tui.core.paths import AppDirs
@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     meta.register(sub)
     config_cmd.register(sub)
     sandbox_cmd.register(sub)
+    vocab_cmd.register(sub)
     _add_sandbox_flag(parser)
     return parser
 

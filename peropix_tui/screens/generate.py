@@ -150,6 +150,7 @@ class GenerateScreen(Screen[None]):
 
     @work(thread=True, exclusive=True, group="vocabulary", exit_on_error=False)
     def _load_vocabulary(self, folders: list[Path], style: TagStyle) -> None:
+        from peropix_tui.core.collected_vocabulary import CollectedVocabulary, cache_path
         from peropix_tui.core.danbooru import danbooru_vocabulary
         from peropix_tui.core.lora_library import LoraScanner
 
@@ -161,7 +162,12 @@ class GenerateScreen(Screen[None]):
         names.extend(wildcard_candidates(self.wildcards.names()))
         loras = Vocabulary(names)
         self.post_message(self.VocabularyLoaded(loras))  # LoRA names first: they are quick to read
-        self.post_message(self.VocabularyLoaded(loras.merged(danbooru_vocabulary(style))))
+        tags = loras.merged(danbooru_vocabulary(style))
+        self.post_message(self.VocabularyLoaded(tags))
+        # The collected vocabulary comes from its cache only (`peropix vocab update` rebuilds it).
+        collected = CollectedVocabulary.load(cache_path(self._peropix.dirs.data_dir))
+        if len(collected):
+            self.post_message(self.VocabularyLoaded(tags.merged(Vocabulary(collected.candidates(style)))))
 
     def on_generate_screen_vocabulary_loaded(self, event: GenerateScreen.VocabularyLoaded) -> None:
         for editor in self.query(PromptEditor):
