@@ -161,3 +161,14 @@ def read_batch_file(path: Path) -> Batch:
         line = data[: exc.start].count(b"\n") + 1
         raise CreatorRefError(f"batch file {path} is not UTF-8 text (line {line})") from None
     return parse_batch(text)
+
+
+def unique_creators(creators: list[CreatorRef]) -> list[CreatorRef]:
+    """Each creator once, in first-seen order; usernames compare without case, as CivitAI's do."""
+    seen: set[str] = set()
+    unique = []
+    for creator in creators:
+        if creator.username.casefold() not in seen:
+            seen.add(creator.username.casefold())
+            unique.append(creator)
+    return unique

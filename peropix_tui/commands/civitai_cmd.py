@@ -82,7 +82,7 @@ def _error(message: str) -> None:
 
 
 def _get(args: argparse.Namespace) -> int:
-    from peropix_tui.civitai.urls import parse_creator
+    from peropix_tui.civitai.urls import parse_creator, unique_creators
 
     creators: list[CreatorRef] = []
     bad = False
@@ -94,17 +94,7 @@ def _get(args: argparse.Namespace) -> int:
             bad = True
     if bad:
         return EXIT_USAGE
-    return _collect(args, _unique(creators), bad_input=0)
-
-
-def _unique(creators: list[CreatorRef]) -> list[CreatorRef]:
-    seen: set[str] = set()
-    unique = []
-    for creator in creators:
-        if creator.username.casefold() not in seen:
-            seen.add(creator.username.casefold())
-            unique.append(creator)
-    return unique
+    return _collect(args, unique_creators(creators), bad_input=0)
 
 
 def _batch(args: argparse.Namespace) -> int:

@@ -35,7 +35,7 @@ from peropix_tui.civitai.download_log import CreatorLog, logs_dir, scan_download
 from peropix_tui.civitai.errors import CreatorRefError
 from peropix_tui.civitai.events import VERIFIED, Notice, Tally
 from peropix_tui.civitai.model_types import parse_model_types
-from peropix_tui.civitai.urls import CreatorRef, parse_creator, read_batch_file
+from peropix_tui.civitai.urls import CreatorRef, parse_creator, read_batch_file, unique_creators
 from peropix_tui.core.config import Config
 from peropix_tui.core.errors import PeropixError
 from peropix_tui.core.jobs import Job, JobContext, JobEvent, JobFn, JobState
@@ -81,17 +81,7 @@ def parse_creators_field(text: str) -> tuple[list[CreatorRef], list[Path]]:
         raise CreatorRefError("no creators: give CivitAI profile URLs or usernames, or a batch file path")
     creators = [parse_creator(word) for word in words if not word.startswith(_PATH_STARTS)]
     batches = [Path(word).expanduser() for word in words if word.startswith(_PATH_STARTS)]
-    return _unique(creators), batches
-
-
-def _unique(creators: list[CreatorRef]) -> list[CreatorRef]:
-    seen: set[str] = set()
-    unique = []
-    for creator in creators:
-        if creator.username.casefold() not in seen:
-            seen.add(creator.username.casefold())
-            unique.append(creator)
-    return unique
+    return unique_creators(creators), batches
 
 
 def _summary(tally: Tally) -> str:
@@ -362,7 +352,7 @@ class DownloadsScreen(Screen[None]):
                 for problem in batch.problems:
                     table.post_event(Notice(f"{path}: {problem} (skipped)", "warning"))
                 creators.extend(line.creator for line in batch.creators)
-            creators = _unique(creators)
+            creators = unique_creators(creators)
             if not creators:
                 raise CreatorRefError(f"no creators to collect in {', '.join(str(p) for p in request.batch_files)}")
             filters = await ctx.run_in("io", WordFilter.load, request.filters_dir)

@@ -13,6 +13,7 @@ from peropix_tui.civitai.urls import (
     parse_batch,
     parse_creator,
     read_batch_file,
+    unique_creators,
 )
 
 
@@ -118,3 +119,8 @@ def test_any_text_is_a_creator_or_a_creator_error(text: str) -> None:
     assert creator.username
     assert "/" not in creator.username
     assert not any(c.isspace() for c in creator.username)
+
+
+def test_unique_creators_keeps_the_first_spelling_and_order() -> None:
+    creators = [CreatorRef("Alice"), CreatorRef("bob"), CreatorRef("alice", "https://civitai.red"), CreatorRef("BOB")]
+    assert unique_creators(creators) == [CreatorRef("Alice"), CreatorRef("bob")]
