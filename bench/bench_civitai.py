@@ -99,8 +99,20 @@ def child(base_url: str, root: str, workers: int) -> None:
 
     Path(root).mkdir(parents=True, exist_ok=True)
     elapsed, cpu = asyncio.run(run())
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"elapsed": elapsed, "cpu": cpu, "peak_rss_mb": peak_kb / 1024}))
+    print(json.dumps({"elapsed": elapsed, "cpu": cpu, "peak_rss_mb": peak_rss_kb() / 1024}))
+
+
+def peak_rss_kb() -> int:
+    """This process's peak RSS. Linux's `ru_maxrss` keeps the parent's peak across fork and exec (it would
+    report the bench's own server process), so the high-water mark of /proc/self/status comes first."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def cpu_seconds(who: int) -> float:

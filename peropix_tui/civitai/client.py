@@ -9,9 +9,8 @@
 - The key travels only as `Authorization: Bearer`, only to the configured API origin or CivitAI's own site
   hosts over https: never to storage, never to image hosts, never in a URL.
 - The User-Agent is not a browser's: a browser-like one makes CivitAI answer auth failures with HTML.
-- File transfers use a blocking client on worker threads whose HTTP/1.1 connections read `STORAGE_READ_BYTES`
-  per receive: at httpcore's default of 64 KiB, a multi-gigabyte model file costs a trip through h11 and httpx,
-  with their copies and allocations, every 64 KiB.
+- Transfers run on worker threads: images with a blocking httpx client, model files with `StorageStreams`,
+  which receives a body straight into the memory it is hashed and written from (see storage_stream).
 """
 
 from __future__ import annotations
@@ -29,12 +28,12 @@ from types import TracebackType
 from typing import Any, Final
 from urllib.parse import urljoin
 
-import httpcore
 import httpx
 
 from peropix_tui import __version__
 from peropix_tui.civitai.errors import ApiError, ApiKeyRejected, PagingLimitError
 from peropix_tui.civitai.jsonio import JsonBodyError, parse_json
+from peropix_tui.civitai.storage_stream import StorageStreams
 from peropix_tui.civitai.urls import CIVITAI_SITES, split_url
 
 log = logging.getLogger(__name__)
@@ -44,7 +43,6 @@ RETRY_STATUSES: Final = frozenset({500, 502, 503, 504})
 MAX_ERROR_BODY: Final = 64 * 1024
 MAX_JSON_BODY: Final = 256 * 1024 * 1024
 MAX_SPACING_S: Final = 10.0
-STORAGE_READ_BYTES: Final = 1 << 20
 _KEY_HOSTS: Final = frozenset(CIVITAI_SITES) | {f"www.{site}" for site in CIVITAI_SITES}
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -122,6 +120,7 @@ class _Shared:
         self.last_call = 0.0
         self.spacing_s = spacing_s
         self.storage: httpx.Client | None = None
+        self.streams: StorageStreams | None = None
         self.storage_lock = threading.Lock()
 
 
@@ -168,12 +167,11 @@ class CivitaiClient:
 
     @property
     def storage_http(self) -> httpx.Client:
-        """A blocking client for file transfers on worker threads (storage hosts: it never carries the key by
+        """A blocking client for image transfers on worker threads (image hosts: it never carries the key by
         itself, and follows their redirects). Made on first use, closed with the client."""
         shared = self._shared
         with shared.storage_lock:
             if shared.storage is None:
-                _widen_blocking_reads()
                 shared.storage = httpx.Client(
                     headers={"User-Agent": USER_AGENT},
                     timeout=shared.timeout,
@@ -182,6 +180,17 @@ class CivitaiClient:
                     trust_env=True,
                 )
             return shared.storage
+
+    @property
+    def storage_streams(self) -> StorageStreams:
+        """Model-file GETs on worker threads, with the client's timeouts and environment proxies (storage
+        hosts: the key goes only where the caller puts it, and leaves with the first redirect off its origin).
+        Made on first use, closed with the client."""
+        shared = self._shared
+        with shared.storage_lock:
+            if shared.streams is None:
+                shared.streams = StorageStreams(user_agent=USER_AGENT, timeout=shared.timeout)
+            return shared.streams
 
     @property
     def spacing_s(self) -> float:
@@ -205,8 +214,11 @@ class CivitaiClient:
         await self.http.aclose()
         with self._shared.storage_lock:
             storage, self._shared.storage = self._shared.storage, None
+            streams, self._shared.streams = self._shared.streams, None
         if storage is not None:
             storage.close()
+        if streams is not None:
+            streams.close()
 
     # Addresses and the key -------------------------------------------------------------------------------------
 
@@ -325,17 +337,6 @@ class CivitaiClient:
                 ) from None
             raise
         return document if isinstance(document, dict) else {}
-
-
-def _widen_blocking_reads() -> None:
-    """Make blocking HTTP/1.1 connections read up to `STORAGE_READ_BYTES` per receive.
-
-    httpcore has no per-client setting for its read size, only this class attribute, and it governs the
-    blocking connections alone (the async client keeps its own): in this program those carry file transfers
-    only. It is a maximum per receive, so small answers cost no more memory than before.
-    """
-    if httpcore.HTTP11Connection.READ_NUM_BYTES < STORAGE_READ_BYTES:
-        httpcore.HTTP11Connection.READ_NUM_BYTES = STORAGE_READ_BYTES
 
 
 def _query(params: Mapping[str, Any] | None) -> list[tuple[str, str | int | float | bool | None]] | None:

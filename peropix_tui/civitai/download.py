@@ -10,7 +10,8 @@ Model files (`/api/download/models/{versionId}?fileId=…`):
 - SHA256 is computed while streaming and compared with the API's: on a mismatch the file is fetched once
   more from scratch, then kept and reported as `hash_mismatch` (CivitAI has wrong hashes for some files);
 - the part is fsynced and renamed into place atomically;
-- on local disk filesystems the part is written with O_DIRECT from one aligned buffer (see `PartWriter`).
+- the body is received straight into one aligned buffer (see storage_stream), hashed there and, on local
+  disk filesystems, written from it with O_DIRECT (see `PartWriter`).
 The answers of the download route map to log statuses as CivitAI documents them: 401 needs a key (or the
 creator disabled downloads: permanent), 403 early access (deferred to its deadline) or no access
 (permanent), 404 (transient when marked `no-store`, else permanent), 410 archived, and the download quota
@@ -30,6 +31,7 @@ import hashlib
 import logging
 import mmap
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -43,6 +45,7 @@ from peropix_tui.civitai.client import CivitaiClient, error_message, is_html
 from peropix_tui.civitai.jsonio import JsonBodyError, parse_json
 from peropix_tui.civitai.layout import image_name, part_path
 from peropix_tui.civitai.log import Status, parse_iso, utc_now
+from peropix_tui.civitai.storage_stream import StorageAddressError, StorageError, StorageStream, StorageTimeout
 from peropix_tui.civitai.urls import host_of, split_url
 from peropix_tui.core.atomicio import fsync_dir
 from peropix_tui.core.errors import DiskFullError
@@ -55,6 +58,9 @@ CHUNK: Final = 1 << 20
 SNIFF_BYTES: Final = 64
 PROGRESS_STEP: Final = 1 << 20
 BLOCK: Final = 1 << 20
+# Reads of a model body last about this long (never longer than one block), so a cancel is seen in time.
+CANCEL_CHECK_S: Final = 0.2
+MIN_READ: Final = 16 << 10
 DIRECT_ALIGN: Final = 4096
 WRITEBACK_STEP: Final = 8 << 20
 # POSIX_FADV_DONTNEED on written pages starts their writeback without waiting (Linux); absent elsewhere.
@@ -366,17 +372,18 @@ class ModelDownloader:
             request_headers["Range"] = f"bytes={offset}-"
         what = f"{job.target.name} from storage"
         try:
-            with self.client.storage_http.stream("GET", url, headers=request_headers) as response:
-                return self._receive(job, response, hasher, offset, report, token)
-        except (httpx.InvalidURL, httpx.UnsupportedProtocol):
-            raise _Retry("presigned_url_failed", f"{what}: the storage address is unusable") from None
-        except httpx.TransportError as exc:
-            raise _Retry(_network_reason(exc), f"{what}: {type(exc).__name__}; the partial file is kept") from None
+            with self.client.storage_streams.get(url, request_headers) as stream:
+                return self._receive(job, stream, hasher, offset, report, token)
+        except StorageAddressError as exc:
+            raise _Retry("presigned_url_failed", f"{what}: {exc}") from None
+        except StorageError as exc:
+            reason = "timeout" if isinstance(exc, StorageTimeout) else "network"
+            raise _Retry(reason, f"{what}: {exc}; the partial file is kept") from None
 
     def _receive(
         self,
         job: FileJob,
-        response: httpx.Response,
+        response: StorageStream,
         hasher: Any,
         offset: int,
         report: Progress | None,
@@ -384,17 +391,17 @@ class ModelDownloader:
     ) -> tuple[int, str]:
         what = f"{job.target.name} from storage"
         part = part_path(job.target)
-        status = response.status_code
+        status = response.status
         total: int | None = None
         if status == 206:
-            start, total = _content_range(response.headers.get("content-range", ""))
+            start, total = _content_range(response.header("content-range"))
             if start != offset:
                 _unlink(part)
                 raise _Retry("corrupted", f"{what}: asked for byte {offset}, got a range from {start}")
         elif status == 200:
             hasher, offset = hashlib.sha256(), 0
         elif status == 416 and offset:
-            _, total = _content_range(response.headers.get("content-range", ""))
+            _, total = _content_range(response.header("content-range"))
             if total == offset:
                 return offset, hasher.hexdigest().upper()
             _unlink(part)
@@ -404,10 +411,10 @@ class ModelDownloader:
         else:
             reason = "presigned_url_failed" if status < 500 else f"http_{status}"
             raise _Retry(reason, f"{what}: storage answered HTTP {status}", http_status=status)
-        content_type = response.headers.get("content-type", "")
+        content_type = response.header("content-type")
         if refused_type(content_type):
             raise _Retry("bad_content", f"{what}: storage sent {content_type}, not a file", http_status=status)
-        length = _int_header(response.headers.get("content-length"))
+        length = _int_header(response.header("content-length"))
         if total is None and length is not None:
             total = offset + length
         if total is not None and job.expected_size and total * 2 < job.expected_size:
@@ -426,7 +433,7 @@ class ModelDownloader:
 
 def _write_stream(
     part: Path,
-    response: httpx.Response,
+    response: StorageStream,
     hasher: Any,
     offset: int,
     total: int | None,
@@ -434,25 +441,35 @@ def _write_stream(
     token: CancelToken,
     what: str,
 ) -> int:
-    """Append the body to `part` (truncating it first when `offset` is 0), hashing each piece as it comes;
-    returns the bytes the part holds, fsynced. What arrived before a failure or a cancel stays in the part."""
+    """Append the body to `part` (truncating it first when `offset` is 0), hashing it as it comes; returns the
+    bytes the part holds, fsynced. What arrived before a failure or a cancel stays in the part.
+
+    The body is received straight into the writer's aligned buffer. Each read asks for about
+    `CANCEL_CHECK_S` worth of bytes at the speed seen so far (one block at most), so a cancel is noticed
+    as soon on a slow link as on a fast one."""
     written = offset
     reported = offset
-    head = b"" if offset == 0 else None
     part.parent.mkdir(parents=True, exist_ok=True)
     writer = PartWriter(part, offset, direct=direct_io_suits(part.parent))
     try:
-        for chunk in response.iter_raw():
+        if offset == 0:
+            head = _read_head(response, token)
+            if looks_like_error_page(head):
+                raise _Retry("bad_content", f"{what}: the body is an error page, not a file")
+            hasher.update(head)
+            writer.write(head)
+            written += len(head)
+        step = MIN_READ
+        while True:
             token.raise_if_cancelled()
-            if head is not None and len(head) < SNIFF_BYTES:
-                head += chunk[:SNIFF_BYTES]
-                if looks_like_error_page(head):
-                    raise _Retry("bad_content", f"{what}: the body is an error page, not a file")
-            written += len(chunk)
+            started = time.monotonic()
+            count = writer.receive(response.readinto, step, hasher.update)
+            if not count:
+                break
+            written += count
             if total is not None and written > total:
                 raise _Retry("corrupted", f"{what}: more bytes than announced")
-            hasher.update(chunk)
-            writer.write(chunk)
+            step = _read_step(count, time.monotonic() - started)
             if report is not None and written - reported >= PROGRESS_STEP:
                 reported = written
                 report(written, total)
@@ -463,6 +480,26 @@ def _write_stream(
     if report is not None:
         report(written, total)
     return written
+
+
+def _read_head(response: StorageStream, token: CancelToken) -> bytes:
+    """The body's first `SNIFF_BYTES` (fewer when it is shorter), to tell a file from an error page."""
+    head = bytearray(SNIFF_BYTES)
+    filled = 0
+    with memoryview(head) as view:
+        while filled < SNIFF_BYTES:
+            token.raise_if_cancelled()
+            count = response.readinto(view[filled:])
+            if not count:
+                break
+            filled += count
+    return bytes(head[:filled])
+
+
+def _read_step(count: int, seconds: float) -> int:
+    """How many bytes to ask for next: `CANCEL_CHECK_S` at the rate of the last read, in `MIN_READ` units."""
+    wanted = int(count * CANCEL_CHECK_S / max(seconds, 1e-6))
+    return max(MIN_READ, min(BLOCK, wanted - wanted % MIN_READ))
 
 
 def filesystem_type(path: Path, mountinfo: str) -> str | None:
@@ -515,6 +552,8 @@ def direct_io_suits(folder: Path) -> bool:
 class PartWriter:
     """Appends a transfer's bytes to its `.part` file, `BLOCK` bytes per write, from one page-aligned buffer.
 
+    `receive` lets the network read land in that buffer directly, so a body is hashed and written from the
+    memory the kernel copied it into, with no copy of ours in between.
     With `direct` the file is opened with O_DIRECT, so whole blocks go from the buffer to the disk with no
     copy into the page cache: that copy and its later write-back cost about as much CPU as receiving the
     bytes, and a collection of multi-gigabyte models would otherwise push everything else out of the cache.
@@ -572,6 +611,19 @@ class PartWriter:
         self._view[: len(carried)] = carried
         self._start = unit_start
         self._fill = len(carried)
+
+    def receive(self, readinto: Callable[[memoryview], int], most: int, absorb: Callable[[memoryview], object]) -> int:
+        """Let `readinto` put up to `most` bytes straight into the buffer, give them to `absorb` (the hash),
+        and write the block out once it is full; returns the count, 0 at the end of the body."""
+        with self._view[self._fill : self._fill + min(most, BLOCK - self._fill)] as space:
+            count = readinto(space)
+            if count:
+                with space[:count] as received:
+                    absorb(received)
+        self._fill += count
+        if self._fill == BLOCK:
+            self._flush()
+        return count
 
     def write(self, data: bytes) -> None:
         """Buffer `data`, writing every block that fills up."""
@@ -637,7 +689,10 @@ class PartWriter:
             os.close(self._fd)
             self._fd = -1
         self._view.release()
-        self._buffer.close()
+        # A failed `readinto` can leave views of the buffer in its traceback's frames; the map is then freed
+        # with the last of them instead of here.
+        with contextlib.suppress(BufferError):
+            self._buffer.close()
 
 
 def _with_attempts(outcome: Outcome, attempts: int) -> Outcome:

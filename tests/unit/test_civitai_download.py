@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from civitai_helpers import FAST, KEY, SleepRecorder, collect
 
-from peropix_tui.civitai.client import CivitaiClient
+from peropix_tui.civitai.client import CivitaiClient, RetryPolicy
 from peropix_tui.civitai.download import FileJob, ModelDownloader, looks_like_error_page, refused_type, sniff_extension
 from peropix_tui.civitai.layout import IMAGE_EXTENSIONS, part_path
 from peropix_tui.civitai.log import DownloadLog, Status
@@ -335,6 +337,62 @@ async def test_downloader_accepts_a_complete_part_answered_with_416(sandbox: Civ
     assert outcome.status is Status.DONE and outcome.size == first.size
     assert path.read_bytes() == first.read()
     assert [r.status for r in sandbox.requests if r.path.startswith("/storage/")] == [416]
+
+
+@pytest.mark.parametrize(
+    ("fault", "reason", "words"),
+    [
+        (Fault(FaultKind.DELAY, delay_s=5.0, paths=frozenset({"/storage/*"})), "timeout", "no answer from"),
+        (Fault(FaultKind.DROP, paths=frozenset({"/storage/*"})), "network", "closed the connection without"),
+    ],
+    ids=["no-answer", "dropped"],
+)
+async def test_storage_network_failures_are_retried_then_logged_with_their_reason(
+    sandbox: CivitaiSandbox, tmp_path: Path, fault: Fault, reason: str, words: str
+) -> None:
+    first, _ = files(sandbox)
+    sandbox.inject(fault, times=None)
+    policy = RetryPolicy(attempts=2, base_s=0.01, cap_s=0.02, jitter=0.0)
+    executors = Executors()
+    try:
+        async with CivitaiClient(
+            sandbox.base_url, KEY, spacing_s=0, policy=policy, sleep=SleepRecorder(), timeout=httpx.Timeout(1.0)
+        ) as client:
+            outcome = await ModelDownloader(client, executors).download(
+                FileJob(first.version_id, first.id, tmp_path / "x.safetensors", first.hashes.sha256, first.size)
+            )
+    finally:
+        executors.shutdown()
+    assert (outcome.status, outcome.reason, outcome.attempts) == (Status.FAILED, reason, 2)
+    assert outcome.info.startswith("x.safetensors from storage: ") and words in outcome.info
+    assert "\n" not in outcome.info
+    assert sandbox.downloads[first.id] == 2  # each attempt asked for a fresh address
+    assert not (tmp_path / "x.safetensors").exists()
+
+
+async def test_a_cancel_is_seen_soon_on_a_slow_link(sandbox: CivitaiSandbox, tmp_path: Path) -> None:
+    first, _ = files(sandbox)
+    sandbox.inject(Fault(FaultKind.SLOW, file_id=first.id, rate=40 * 1024), times=1)
+    path = tmp_path / "x.safetensors"
+    executors = Executors()
+    try:
+        async with CivitaiClient(sandbox.base_url, KEY, spacing_s=0, policy=FAST, sleep=SleepRecorder()) as client:
+            task = asyncio.ensure_future(
+                ModelDownloader(client, executors).download(
+                    FileJob(first.version_id, first.id, path, first.hashes.sha256, first.size)
+                )
+            )
+            await asyncio.sleep(1.0)
+            cancelled = time.monotonic()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            # A read asks for about 0.2 s of bytes at the speed seen, not a whole 1 MiB block (25 s here).
+            assert time.monotonic() - cancelled < 2.0
+    finally:
+        executors.shutdown()
+    kept = part_path(path).read_bytes()
+    assert 0 < len(kept) < first.size and kept == first.read(0, len(kept))
 
 
 def test_content_sniffing() -> None:

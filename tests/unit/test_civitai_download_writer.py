@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
+import io
 import os
 import random
 import tempfile
@@ -22,25 +24,83 @@ def pattern(size: int, seed: int) -> bytes:
 
 
 KEPT = st.integers(0, 3 * DIRECT_ALIGN + 17) | st.sampled_from([DIRECT_ALIGN, BLOCK - 1, BLOCK, BLOCK + 5])
-PIECES = st.lists(st.integers(1, BLOCK + DIRECT_ALIGN + 1), max_size=4)
+# A piece is given with `write` (step None) or received into the buffer `step` bytes at most per read.
+STEPS = st.none() | st.integers(1, BLOCK + 1) | st.sampled_from([16 << 10, BLOCK])
+PIECES = st.lists(st.tuples(st.integers(1, BLOCK + DIRECT_ALIGN + 1), STEPS), max_size=4)
+
+
+class Source:
+    """A body to receive: `readinto` of an in-memory stream, remembering how much room each call was given."""
+
+    def __init__(self, data: bytes) -> None:
+        self.stream = io.BytesIO(data)
+        self.rooms: list[int] = []
+
+    def readinto(self, view: memoryview) -> int:
+        self.rooms.append(len(view))
+        return self.stream.readinto(view)
 
 
 @settings(max_examples=60, deadline=None)
 @given(kept=KEPT, pieces=PIECES, direct=st.booleans(), finish=st.sampled_from(["close", "abandon"]))
 def test_the_part_holds_the_kept_bytes_then_every_byte_given(
-    kept: int, pieces: list[int], direct: bool, finish: str
+    kept: int, pieces: list[tuple[int, int | None]], direct: bool, finish: str
 ) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         part = Path(tmp) / "style.safetensors.part"
         old = pattern(kept, 1)
         part.write_bytes(old or b"stale bytes of an abandoned earlier download")
-        new = [pattern(size, n + 2) for n, size in enumerate(pieces)]
+        new = [pattern(size, n + 2) for n, (size, _) in enumerate(pieces)]
+        received = hashlib.sha256()
         writer = PartWriter(part, kept, direct=direct)
-        for piece in new:
-            writer.write(piece)
-        assert writer.size == kept + sum(pieces)
+        for piece, (_, step) in zip(new, pieces, strict=True):
+            if step is None:
+                writer.write(piece)
+                continue
+            source = Source(piece)
+            while writer.receive(source.readinto, step, received.update):
+                pass
+            assert max(source.rooms) <= step and source.rooms[-1] > 0  # the end of a body is a read of 0
+        assert writer.size == kept + sum(size for size, _ in pieces)
         writer.close() if finish == "close" else writer.abandon()
         assert part.read_bytes() == old + b"".join(new)
+        given_by_receive = b"".join(piece for piece, (_, step) in zip(new, pieces, strict=True) if step is not None)
+        assert received.digest() == hashlib.sha256(given_by_receive).digest()  # each received byte, hashed once
+
+
+def test_receiving_fills_whole_blocks_from_where_the_part_ends(tmp_path: Path) -> None:
+    part = tmp_path / "style.safetensors.part"
+    old = pattern(DIRECT_ALIGN + 10, 1)
+    part.write_bytes(old)
+    writer = PartWriter(part, len(old), direct=True)
+    source = Source(pattern(3 * BLOCK, 2))
+    while writer.receive(source.readinto, BLOCK, lambda _view: None):
+        pass
+    # The carried unit sits at the start of the buffer: the first read gets the rest of that block.
+    carried = len(old) % DIRECT_ALIGN if writer.direct else 0
+    assert source.rooms[:2] == [BLOCK - carried, BLOCK]
+    writer.close()
+    assert part.read_bytes() == old + pattern(3 * BLOCK, 2)
+
+
+def test_a_read_that_fails_keeps_what_came_before_it(tmp_path: Path) -> None:
+    part = tmp_path / "style.safetensors.part"
+    writer = PartWriter(part, 0, direct=True)
+    kept: list[memoryview] = []
+
+    def breaks(view: memoryview) -> int:
+        view[:5000] = pattern(5000, 3)
+        kept.append(view[:10])  # like a failing reader whose traceback still holds a view of the buffer
+        raise ConnectionResetError("reset by peer")
+
+    source = Source(pattern(BLOCK + 300, 4))
+    writer.receive(source.readinto, BLOCK, lambda _view: None)
+    writer.receive(source.readinto, BLOCK, lambda _view: None)
+    with pytest.raises(ConnectionResetError):
+        writer.receive(breaks, BLOCK, lambda _view: None)
+    writer.abandon()  # must close the file even while a view of the buffer is alive
+    assert part.read_bytes() == pattern(BLOCK + 300, 4)
+    assert len(kept) == 1
 
 
 def test_an_unaligned_resume_keeps_writing_whole_blocks_directly(tmp_path: Path) -> None:
