@@ -7,6 +7,7 @@ Screens own their widgets; the app owns what is global: the settings object, the
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import threading
@@ -30,7 +31,14 @@ from peropix_tui.core.notify import QueueTally, queue_finished
 from peropix_tui.core.outputs import prune_unsaved
 from peropix_tui.core.paths import AppDirs
 from peropix_tui.core.secrets import SecretStore
-from peropix_tui.messages import ApplySettings, HistoryAdded, HistoryEvent, HistoryStatus, UseImage
+from peropix_tui.messages import (
+    ApplySettings,
+    CollectedVocabularyChanged,
+    HistoryAdded,
+    HistoryEvent,
+    HistoryStatus,
+    UseImage,
+)
 from peropix_tui.nai_access import NaiAccess
 from peropix_tui.navigation import MODE_INFO
 from peropix_tui.palette import PeropixCommands
@@ -133,6 +141,8 @@ class PeropixApp(App[int]):
         # waits for SQLite or for an old install's outputs folder to be indexed.
         self.history: HistoryStore | None = None
         self.history_signal: Signal[HistoryEvent] = Signal(self, "history")
+        self.vocabulary_signal: Signal[Path] = Signal(self, "vocabulary")
+        """The collected vocabulary's cache path, each time an update in the app rewrote it."""
         self.history_version = 0
         """Bumped whenever entries may have changed; a screen that missed the signal compares it on resume."""
         self.history_event: HistoryEvent | None = None
@@ -144,8 +154,21 @@ class PeropixApp(App[int]):
         self._queue_tally = QueueTally()
         """What the generation queue did since it was last idle, for the notification when it runs dry."""
         self._unwatch_queue: Callable[[], None] | None = None
+        self._gc_paused = False
+
+    def resume_gc_after_first_frame(self) -> None:
+        """Re-enable the garbage collector (paused by the caller for start-up) once the first frame is out."""
+        self._gc_paused = True
+
+    def _resume_gc(self) -> None:
+        # What start-up made lives as long as the app: frozen, later collections no longer walk through it.
+        gc.freeze()
+        gc.enable()
 
     def on_mount(self) -> None:
+        if self._gc_paused:
+            # Frames are held back until Textual's start-up is over; the app's queue runs after it.
+            self.call_later(self.call_after_refresh, self._resume_gc)
         for issue in self.config.issues:
             self.notify(str(issue), title="Settings", severity="warning", markup=False, timeout=10)
         if self.secrets.problem:
@@ -267,6 +290,9 @@ class PeropixApp(App[int]):
     def on_history_added(self, message: HistoryAdded) -> None:
         self._publish_history(HistoryEvent("added", entry_id=message.entry_id))
 
+    def on_collected_vocabulary_changed(self, message: CollectedVocabularyChanged) -> None:
+        self.vocabulary_signal.publish(message.path)
+
     def _publish_history(self, event: HistoryEvent) -> None:
         if event.changes_entries:
             self.history_version += 1
@@ -376,12 +402,16 @@ def run_app(
     probe: TerminalProbe,
     mouse: bool = True,
     sandbox: SandboxSession | None = None,
+    gc_paused: bool = False,
 ) -> int:
     """Run the TUI once the terminal has answered `probe` (it must be over before Textual reads stdin); the
-    Generate screen's modules load meanwhile. `sandbox` is the session `--sandbox` started."""
+    Generate screen's modules load meanwhile. `sandbox` is the session `--sandbox` started; `gc_paused` says the
+    caller disabled the garbage collector for start-up, for the app to resume after its first frame."""
     import peropix_tui.screens.generate  # noqa: F401
 
     probe.wait()
     app = PeropixApp(dirs, config=config, sandbox=sandbox, welcome=True)
+    if gc_paused:
+        app.resume_gc_after_first_frame()
     result = app.run(mouse=mouse and app.config.settings.ui.mouse)
     return result if isinstance(result, int) else (app.return_code or 0)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import logging
 import sys
 from collections.abc import Iterator, Sequence
@@ -86,6 +87,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     dirs = AppDirs.from_env()
     setup_logging(dirs.log_file, level=logging.DEBUG if args.verbose else logging.INFO, stderr=args.verbose)
     if args.command is None:
+        # Start-up allocates hundreds of thousands of long-lived objects (modules, styles, widgets); collecting
+        # them while they are made is wasted time before the first frame. The app resumes and freezes them after.
+        gc.disable()
         from peropix_tui.core.config import Config
         from peropix_tui.terminal_probe import TerminalProbe
 
@@ -95,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from peropix_tui.app import run_app
 
         with _maybe_sandbox(args.sandbox, announce=False) as session:
-            return run_app(dirs, config=config, probe=probe, mouse=not args.no_mouse, sandbox=session)
+            return run_app(dirs, config=config, probe=probe, mouse=not args.no_mouse, sandbox=session, gc_paused=True)
     # Headless output may echo what a user typed (a URL with ?token=…, a pasted prompt): scrub all of it.
     out, err = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = ScrubbingStream(out), ScrubbingStream(err)

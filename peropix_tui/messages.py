@@ -5,6 +5,8 @@ does `UseImage` (an image file as the img2img or inpaint base, a vibe or the cha
 `HistoryAdded` is posted by whatever saved an image into the history store, so the History pane shows it
 without a rescan; `HistoryStatus` carries the app's history worker's news to the app thread, which publishes it
 as a `HistoryEvent` on `app.history_signal` for the screens that follow the store.
+`CollectedVocabularyChanged` tells the app that an update rewrote the collected vocabulary's cache; the app
+publishes the cache's path on `app.vocabulary_signal`, and the Generate screen's editors reload their vocabulary.
 """
 
 from __future__ import annotations
@@ -100,3 +102,11 @@ class HistoryStatus(Message):
     def can_replace(self, message: Message) -> bool:
         # Import progress arrives faster than it can be shown: a newer count replaces an older one.
         return isinstance(message, HistoryStatus) and message.event.kind == "progress" and self.event.kind == "progress"
+
+
+class CollectedVocabularyChanged(Message):
+    """The collected vocabulary's cache at `path` was rewritten (post it to the app; safe from any thread)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path

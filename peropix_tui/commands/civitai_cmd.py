@@ -10,7 +10,6 @@ on Ctrl-C (partial files are kept and resumed by the next run; the log is saved)
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 from pathlib import Path
@@ -142,6 +141,8 @@ def _collect(args: argparse.Namespace, creators: list[CreatorRef], *, bad_input:
     reporter = RichReporter(sys.stdout) if sys.stdout.isatty() and not args.dry_run else LineReporter(sys.stdout)
     base_url = config.settings.endpoints.civitai_base_url
     try:
+        import asyncio  # not at import time: the TUI's start-up imports this module to build the parser
+
         tally = asyncio.run(_run(base_url, key, settings.request_spacing_s, options, creators, filters, reporter))
     except KeyboardInterrupt:
         reporter.close()

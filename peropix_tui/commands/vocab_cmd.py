@@ -74,10 +74,7 @@ def _update(args: argparse.Namespace) -> int:
         print(f"peropix: warning: {vocabulary.problem}", file=sys.stderr)
     report = vocabulary.update(root)
     vocabulary.save()
-    print(
-        f"{root}: {report.added} new, {report.changed} changed, {report.removed} removed, "
-        f"{report.skipped} skipped sidecars; {len(vocabulary):,} tags from {vocabulary.images:,} images"
-    )
+    print(f"{root}: {report.summary()}; {vocabulary.summary()}")
     _print_top(vocabulary, args.top)
     return 0
 

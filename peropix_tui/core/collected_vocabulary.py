@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -51,25 +52,43 @@ _SIDECAR = re.compile(r"\d+\.txt")
 
 Progress = Callable[[int, int], None]
 """`progress(read, to_read)`: called while new and changed sidecars are read, and once at the end."""
+Stamp = tuple[int, int]
+"""A file's (mtime in ns, size): what tells a cache written since it was read."""
+
+_UPDATING = threading.Lock()
 
 
 class CollectedVocabularyError(PeropixError):
     """The collection root cannot be scanned or the cache cannot be written."""
 
 
+class NoCollectionError(CollectedVocabularyError):
+    """The collection root does not exist: nothing was collected there yet."""
+
+
 @dataclass(frozen=True, slots=True)
 class UpdateReport:
     """What an update did: sidecars seen for the first time, changed since the last update, gone, and read but
-    unusable (bad JSON, too large, no prompt, unreadable)."""
+    unusable (bad JSON, too large, no prompt, unreadable); folders that could not be listed keep what the cache
+    knew of them."""
 
     added: int
     changed: int
     removed: int
     skipped: int
+    unreadable_folders: int = 0
 
     @property
     def touched(self) -> bool:
         return bool(self.added or self.changed or self.removed)
+
+    def summary(self) -> str:
+        """One line for the CLI and the Prompt tools screen alike."""
+        text = f"{self.added} new, {self.changed} changed, {self.removed} removed, {self.skipped} skipped sidecars"
+        if self.unreadable_folders:
+            plural = "s" if self.unreadable_folders != 1 else ""
+            text += f", {self.unreadable_folders} folder{plural} could not be read (see the log)"
+        return text
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +100,15 @@ class _Entry:
 
 def cache_path(data_dir: Path) -> Path:
     return data_dir / CACHE_SUBDIR / CACHE_NAME
+
+
+def cache_stamp(path: Path) -> Stamp | None:
+    """The cache file's stamp, None when there is none: one `stat` tells whether another update wrote it."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size
 
 
 def prompt_tags(prompt: str) -> set[str]:
@@ -172,15 +200,23 @@ class CollectedVocabulary:
         """Sidecars whose prompt was read."""
         return sum(1 for e in self._entries.values() if e.tags is not None)
 
+    def summary(self) -> str:
+        return f"{len(self):,} tags from {self.images:,} images"
+
     def count(self, tag: str) -> int:
         """How many images use `tag` (any spelling: `Long_Hair` is `long hair`)."""
         return self._counts.get(normalize_tag(tag), 0)
 
     def update(self, root: Path, progress: Progress | None = None) -> UpdateReport:
         """Bring the cache up to date with the sidecars under `root` (not saved: call `save`)."""
-        if not root.is_dir():
-            raise CollectedVocabularyError(f"{root}: the CivitAI collection folder does not exist")
-        root_key = str(root.resolve())
+        users = root / USERS_DIR
+        try:
+            if not root.is_dir():
+                raise NoCollectionError(f"{root}: the CivitAI collection folder does not exist")
+            root_key = str(root.resolve())
+            has_users = users.is_dir()
+        except OSError as exc:
+            raise CollectedVocabularyError(f"{root}: cannot read the collection: {exc.strerror or exc}") from None
         if root_key != self.root:
             self._entries = {}
             self._counts = Counter()
@@ -188,8 +224,7 @@ class CollectedVocabulary:
         unreadable: list[str] = []
         seen: set[str] = set()
         to_read: list[tuple[str, Path, int, int, bool]] = []
-        users = root / USERS_DIR
-        walk = _walk(users, unreadable) if users.is_dir() else iter(())
+        walk = _walk(users, unreadable) if has_users else iter(())
         for key, entry in walk:
             seen.add(key)
             try:
@@ -220,7 +255,9 @@ class CollectedVocabulary:
                 added += 1
         if progress is not None:
             progress(len(to_read), len(to_read))
-        report = UpdateReport(added=added, changed=changed, removed=len(gone), skipped=skipped)
+        report = UpdateReport(
+            added=added, changed=changed, removed=len(gone), skipped=skipped, unreadable_folders=len(unreadable)
+        )
         log.info("collected vocabulary of %s: %s, %d tags", root, report, len(self._counts))
         return report
 
@@ -265,6 +302,17 @@ class CollectedVocabulary:
             )
             for tag, n in self._counts.items()
         ]
+
+
+def update_cache(path: Path, root: Path, progress: Progress | None = None) -> tuple[CollectedVocabulary, UpdateReport]:
+    """Load the cache at `path`, bring it up to date with `root` and save it. One update at a time in this
+    process: two started together (a finished collection and the Prompt tools screen) would each save the other's
+    work over again."""
+    with _UPDATING:
+        vocabulary = CollectedVocabulary.load(path)
+        report = vocabulary.update(root, progress)
+        vocabulary.save()
+    return vocabulary, report
 
 
 def _parse_entries(raw: Any) -> dict[str, _Entry]:

@@ -6,6 +6,10 @@ settings and API key as `peropix civitai get/batch`, and the sandbox when the ap
 feed the live table (see `widgets/download_table.py`). Cancelling is Ctrl-C for the collector: the log is
 saved, partial model files stay as `.part`, and starting the same collection again resumes them.
 
+When a collection ends (finished, cancelled or failed part-way), the collected vocabulary is brought up to date
+with the sidecars it wrote, in a thread worker, so prompt completion offers their tags at once; with little
+changed that is one `stat` per sidecar.
+
 Logs tab: one row per creator log, and the selected one's failures. Logs are read in a thread worker each
 time the screen is shown, a run ends, or on refresh, since a collector may be writing them meanwhile; a log
 that cannot be read is a row with its one-line reason, never a crash.
@@ -13,6 +17,7 @@ that cannot be read is a row with its one-line reason, never a crash.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -28,7 +33,7 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Checkbox, DataTable, Footer, Header, Input, Label, TabbedContent, TabPane
-from textual.worker import Worker, WorkerState
+from textual.worker import Worker, WorkerState, get_current_worker
 
 from peropix_tui.civitai.collector import CollectOptions
 from peropix_tui.civitai.download_log import CreatorLog, logs_dir, scan_download_logs
@@ -36,14 +41,18 @@ from peropix_tui.civitai.errors import CreatorRefError
 from peropix_tui.civitai.events import VERIFIED, Notice, Tally
 from peropix_tui.civitai.model_types import parse_model_types
 from peropix_tui.civitai.urls import CreatorRef, parse_creator, read_batch_file, unique_creators
+from peropix_tui.core.collected_vocabulary import NoCollectionError, cache_path, update_cache
 from peropix_tui.core.config import Config
 from peropix_tui.core.errors import PeropixError
 from peropix_tui.core.jobs import Job, JobContext, JobEvent, JobFn, JobState
+from peropix_tui.messages import CollectedVocabularyChanged
 from peropix_tui.sandbox.session import civitai_root
 from peropix_tui.widgets.download_table import DownloadTable, RowState, counters_text
 
 if TYPE_CHECKING:
     from peropix_tui.app import PeropixApp
+
+log = logging.getLogger(__name__)
 
 COLLECT_KIND: Final = "civitai"
 """Kind and group of collection jobs; the app runs one group member at a time."""
@@ -52,6 +61,7 @@ LOGS_TAB: Final = "tab-logs"
 TICK_S: Final = 1.0
 """How often speeds are redrawn while a run is on, so a stalled download's speed falls."""
 _PATH_STARTS: Final = ("/", "~", ".")
+VOCABULARY_GROUP: Final = "collected-vocabulary"
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +118,10 @@ class CollectionState(Message):
     """A state change of the collection job, posted from the job manager's subscriber."""
 
     event: JobEvent
+
+
+class _UpdateStopped(Exception):
+    """Raised from the update's progress callback when the screen goes away: the cache is left as it was."""
 
 
 class CreatorsInput(Input):
@@ -392,6 +406,31 @@ class DownloadsScreen(Screen[None]):
             table.end_run(f"failed: {event.message}")
             self.notify(event.message, title="Collection failed", severity="error", markup=False)
         self.action_refresh_logs()
+        self._follow_vocabulary(civitai_root(self.config))
+
+    @work(thread=True, group=VOCABULARY_GROUP, exit_on_error=False, description="Update the collected vocabulary")
+    def _follow_vocabulary(self, root: Path) -> None:
+        """Read the sidecars the collection wrote into the collected vocabulary and tell the app when it changed.
+        Success is quiet (the Vocabulary tab of Prompt tools shows the counts); a failure is a warning."""
+        worker = get_current_worker()
+
+        def progress(done: int, total: int) -> None:
+            if worker.is_cancelled:
+                raise _UpdateStopped
+
+        path = cache_path(self._peropix.dirs.data_dir)
+        try:
+            vocabulary, report = update_cache(path, root, progress)
+        except (_UpdateStopped, NoCollectionError):  # quitting, or the run ended before writing anything
+            return
+        except PeropixError as exc:
+            self.notify(
+                f"Collected vocabulary not updated: {exc}", title="Vocabulary", severity="warning", markup=False
+            )
+            return
+        log.info("collected vocabulary after the collection: %s; %s", report.summary(), vocabulary.summary())
+        if report.touched:
+            self.app.post_message(CollectedVocabularyChanged(path))
 
     def _tick(self) -> None:
         table = self.query_one(DownloadTable)
@@ -519,8 +558,10 @@ class DownloadsScreen(Screen[None]):
     def _worker_failed(self, event: Worker.StateChanged) -> None:
         if event.state is WorkerState.ERROR:
             error = event.worker.error
+            vocabulary = event.worker.group == VOCABULARY_GROUP
+            what = "Updating the collected vocabulary" if vocabulary else "Reading download logs"
             self.notify(
-                f"Reading download logs failed: {type(error).__name__}: {error}",
+                f"{what} failed: {type(error).__name__}: {error}",
                 title="Internal error",
                 severity="error",
                 markup=False,

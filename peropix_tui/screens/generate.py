@@ -21,6 +21,7 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Footer, Header, Input, Label, Select, Switch, TextArea
+from textual.worker import get_current_worker
 
 from peropix_tui.core.errors import PeropixError
 from peropix_tui.core.jobs import Job, JobContext, JobState
@@ -37,6 +38,7 @@ from peropix_tui.widgets.stream_preview import StreamPreview
 
 if TYPE_CHECKING:
     from peropix_tui.app import PeropixApp
+    from peropix_tui.core.collected_vocabulary import Stamp
     from peropix_tui.core.danbooru import TagStyle
     from peropix_tui.core.slots import SlotSet
     from peropix_tui.engine.nai.cost import CostEstimate
@@ -110,6 +112,9 @@ class GenerateScreen(Screen[None]):
         """The history entry of the last image saved here, for recalling its settings."""
         self.slot_set: SlotSet | None = None
         """The slots F9 edits and queues (made when first opened); kept here so they outlive the slots screen."""
+        self._collected_path: Path | None = None
+        self._collected_stamp: Stamp | None = None
+        """The collected vocabulary's cache as last loaded (None: no cache then); compared with it on resume."""
 
     def compose(self) -> ComposeResult:
         app = self._peropix
@@ -128,7 +133,10 @@ class GenerateScreen(Screen[None]):
         side = Vertical(
             StreamPreview(app.image_widget, id="generate-preview"), AnlasBar(id="generate-anlas"), id="generate-side"
         )
-        await self.query_one("#generate-body").mount(side, ParameterForm(id="generate-params"))
+        body = self.query_one("#generate-body")
+        if not body.is_attached:  # the app quit before its first frame
+            return
+        await body.mount(side, ParameterForm(id="generate-params"))
         self._side_mounted = True
         self.refresh_bindings()
         # The price and generation modules are imported after the first frame of the app (not of this screen,
@@ -141,16 +149,34 @@ class GenerateScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.query_one("#prompt-editor", PromptEditor).focus()
-        self.call_after_refresh(self._mount_side)
-        settings = self.app.config.settings  # type: ignore[attr-defined]
-        style: TagStyle = "underscores" if settings.ui.underscores == "underscores" else "spaces"
+        # Textual holds back every frame until the app's start-up is over; going through the app's queue first
+        # puts the side panel after the first frame that reaches the terminal, not before it.
+        self.app.call_later(self.call_after_refresh, self._mount_side)
         # Also after the first frame: the tag list is decoded in Python, which would hold the GIL while the screen
         # is still being laid out.
-        self.app.call_after_refresh(self._load_vocabulary, [Path(p) for p in settings.paths.lora_dirs], style)
+        self.app.call_after_refresh(self._read_vocabulary)
+        self._peropix.vocabulary_signal.subscribe(self, self._collected_changed)
+
+    def _read_vocabulary(self, reload: bool = False) -> None:
+        """Load the editors' vocabulary in a worker (a rerun replaces one still running), noting the stamp of the
+        collected vocabulary's cache so that an update made elsewhere is seen on resume."""
+        from peropix_tui.core.collected_vocabulary import cache_path, cache_stamp
+
+        settings = self._peropix.config.settings
+        style: TagStyle = "underscores" if settings.ui.underscores == "underscores" else "spaces"
+        self._collected_path = cache_path(self._peropix.dirs.data_dir)
+        self._collected_stamp = cache_stamp(self._collected_path)
+        folders = [Path(p) for p in settings.paths.lora_dirs]
+        self._load_vocabulary(folders, style, self._collected_path, reload=reload)
+
+    def _collected_changed(self, path: Path) -> None:
+        self._read_vocabulary(reload=True)
 
     @work(thread=True, exclusive=True, group="vocabulary", exit_on_error=False)
-    def _load_vocabulary(self, folders: list[Path], style: TagStyle) -> None:
-        from peropix_tui.core.collected_vocabulary import CollectedVocabulary, cache_path
+    def _load_vocabulary(self, folders: list[Path], style: TagStyle, collected_path: Path, *, reload: bool) -> None:
+        """LoRA names, Danbooru tags, then the collected vocabulary. A first load shows each part as it is ready;
+        a reload shows only the whole, so the editors never lose tags while it runs."""
+        from peropix_tui.core.collected_vocabulary import CollectedVocabulary
         from peropix_tui.core.danbooru import danbooru_vocabulary
         from peropix_tui.core.lora_library import LoraScanner
 
@@ -160,14 +186,25 @@ class GenerateScreen(Screen[None]):
                 if entry.error is None:
                     names.extend(Candidate(n, "lora", detail="LoRA file") for n in {entry.stem, entry.tag_name})
         names.extend(wildcard_candidates(self.wildcards.names()))
+        worker = get_current_worker()
+
+        def show(vocabulary: Vocabulary) -> None:
+            if not worker.is_cancelled:  # a rerun replaced this load: its thread runs on, but says nothing
+                self.post_message(self.VocabularyLoaded(vocabulary))
+
         loras = Vocabulary(names)
-        self.post_message(self.VocabularyLoaded(loras))  # LoRA names first: they are quick to read
+        if not reload:
+            show(loras)  # LoRA names first: they are quick to read
         tags = loras.merged(danbooru_vocabulary(style))
-        self.post_message(self.VocabularyLoaded(tags))
-        # The collected vocabulary comes from its cache only (`peropix vocab update` rebuilds it).
-        collected = CollectedVocabulary.load(cache_path(self._peropix.dirs.data_dir))
-        if len(collected):
-            self.post_message(self.VocabularyLoaded(tags.merged(Vocabulary(collected.candidates(style)))))
+        # The collected vocabulary comes from its cache only (an update on Prompt tools, after a collection, or
+        # `peropix vocab update` rebuilds it).
+        collected = CollectedVocabulary.load(collected_path)
+        if not len(collected):
+            show(tags)
+            return
+        if not reload:
+            show(tags)
+        show(tags.merged(Vocabulary(collected.candidates(style))))
 
     def on_generate_screen_vocabulary_loaded(self, event: GenerateScreen.VocabularyLoaded) -> None:
         for editor in self.query(PromptEditor):
@@ -309,6 +346,12 @@ class GenerateScreen(Screen[None]):
         nai = self._peropix.nai
         if self._prepared and nai.account != self._account_seen:
             self._refresh_balance()
+        # `peropix vocab update` in another terminal rewrites the collected vocabulary without telling the app.
+        if self._collected_path is not None:
+            from peropix_tui.core.collected_vocabulary import cache_stamp
+
+            if cache_stamp(self._collected_path) != self._collected_stamp:
+                self._read_vocabulary(reload=True)
 
     @on(TextArea.Changed)
     @on(Input.Changed)

@@ -1,8 +1,11 @@
-"""Prompt tools: the LoRA library (which name each file answers to, and which names clash) and word filters.
+"""Prompt tools: the LoRA library (which name each file answers to, and which names clash), word filters and the
+collected vocabulary (every tag of the CivitAI collection's prompts, with how many images use it).
 
-Scanning and hashing run in thread workers that only post messages; the handlers here own every widget
-change. A scan is numbered, so rows from a scan that a rescan replaced are dropped rather than mixed in.
-Everything shown comes from disk: the configured LoRA folders, the user's filter folder and the shipped lists.
+Scanning, hashing, reading and updating run in thread workers that only post messages; the handlers here own
+every widget change. A scan is numbered, so rows from a scan that a rescan replaced are dropped rather than mixed
+in. Everything shown comes from disk: the configured LoRA folders, the user's filter folder, the shipped lists and
+the vocabulary's cache, which is read again whenever its file changed since (an update here, after a collection
+on Downloads, or `peropix vocab update` in another terminal).
 """
 
 from __future__ import annotations
@@ -24,12 +27,23 @@ from textual.app import ComposeResult, SuspendNotSupported
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
+from textual.notifications import SeverityLevel
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Label, ProgressBar, Static, TabbedContent, TabPane
+from textual.widgets import DataTable, Footer, Header, Input, Label, ProgressBar, Static, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from peropix_tui.core.atomicio import atomic_write_text
+from peropix_tui.core.collected_vocabulary import (
+    CollectedVocabulary,
+    NoCollectionError,
+    Stamp,
+    UpdateReport,
+    cache_path,
+    cache_stamp,
+    update_cache,
+)
 from peropix_tui.core.config import Config
+from peropix_tui.core.danbooru import TagStyle
 from peropix_tui.core.errors import PeropixError
 from peropix_tui.core.lora_library import (
     LoraDetails,
@@ -42,12 +56,16 @@ from peropix_tui.core.lora_library import (
 )
 from peropix_tui.core.prompt.filters import DEFAULT_CATEGORIES, WordFilter, default_filter_text
 from peropix_tui.core.safetensors import FileHashes, compute_hashes
+from peropix_tui.messages import CollectedVocabularyChanged
+from peropix_tui.sandbox.session import civitai_root
+from peropix_tui.widgets.vocabulary_table import TagRow, VocabularyFilter, VocabularyTable, matching, styled
 
 NO_FOLDERS = "No LoRA folders set — add them in Settings (F7) → paths.lora_dirs"
 HASH_PROGRESS_INTERVAL_S = 0.1
 FILTER_PREVIEW_LIMIT = 400
 LORA_TAB = "tab-lora"
 FILTERS_TAB = "tab-filters"
+VOCABULARY_TAB = "tab-vocabulary"
 
 
 # Messages from the workers ----------------------------------------------------------------------------------
@@ -106,8 +124,66 @@ class FiltersRead(Message):
     rows: list[FilterRow]
 
 
+@dataclass(frozen=True, slots=True)
+class VocabularyView:
+    """The collected vocabulary as read from its cache, ready to show."""
+
+    rows: list[TagRow]
+    """Every tag, most used first."""
+    summary: str
+    built_from: str
+    """The collection root the cache was built from ("" before the first update)."""
+    stamp: Stamp | None
+    """The cache file's stamp when it was read; None: there is no cache."""
+    problem: str | None
+    collection: Path
+    """The collection an update would read now."""
+    collection_exists: bool
+    moved: bool
+    """The cache was built from another folder than `collection` (the setting changed since)."""
+
+
+@dataclass
+class VocabularyRead(Message):
+    view: VocabularyView
+
+
+@dataclass
+class VocabularyFiltered(Message):
+    view: VocabularyView
+    query: str
+    rows: list[TagRow]
+    total: int
+
+
+@dataclass
+class VocabularyProgress(Message):
+    done: int
+    total: int
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, VocabularyProgress)
+
+
+@dataclass
+class VocabularyUpdated(Message):
+    report: UpdateReport
+    view: VocabularyView
+
+
+@dataclass
+class VocabularyUpdateFailed(Message):
+    error: str
+    missing: bool
+    """The collection folder does not exist yet: nothing was collected."""
+
+
 class _HashStopped(Exception):
     """Raised from the progress callback to end a hash whose worker was cancelled."""
+
+
+class _UpdateStopped(Exception):
+    """Raised from the progress callback to end an update whose worker was cancelled (the cache is not saved)."""
 
 
 # Tables with their keys -------------------------------------------------------------------------------------
@@ -154,6 +230,39 @@ def _scan_summary(library: LoraLibrary, folders: list[Path]) -> str:
     return " · ".join(parts)
 
 
+def _vocabulary_view(vocabulary: CollectedVocabulary, stamp: Stamp | None, collection: Path) -> VocabularyView:
+    """Runs in a worker: sorting every tag and looking at the collection folder stay off the UI thread."""
+    try:
+        exists = collection.is_dir()
+        moved = bool(vocabulary.root) and vocabulary.root != str(collection.resolve())
+    except OSError:
+        exists, moved = False, False
+    return VocabularyView(
+        rows=vocabulary.top(),
+        summary=vocabulary.summary(),
+        built_from=vocabulary.root,
+        stamp=stamp,
+        problem=vocabulary.problem,
+        collection=collection,
+        collection_exists=exists,
+        moved=moved,
+    )
+
+
+def _vocabulary_line(view: VocabularyView) -> str:
+    if view.problem is not None:
+        return f"The cache is damaged; press u to rebuild it from {view.collection}. ({view.problem})"
+    if view.stamp is None:
+        if not view.collection_exists:
+            return f"No collected vocabulary yet, and no collection at {view.collection} yet — collect with F4."
+        return f"No collected vocabulary yet: press u to read the prompts of the collection at {view.collection}."
+    written = datetime.fromtimestamp(view.stamp[0] / 1e9).strftime("%Y-%m-%d %H:%M")
+    line = f"{view.summary} · built from {view.built_from or view.collection} · last written {written}"
+    if view.moved:
+        line += f" · the collection is now at {view.collection}: u rebuilds from there"
+    return line
+
+
 def _problems_line(problems: list[ScanProblem]) -> str:
     shown = "; ".join(str(p) for p in problems[:3])
     more = f"; and {len(problems) - 3} more" if len(problems) > 3 else ""
@@ -162,9 +271,28 @@ def _problems_line(problems: list[ScanProblem]) -> str:
 
 class PromptToolsScreen(Screen[None]):
     TITLE = "Prompt tools"
+    DEFAULT_CSS = """
+    #vocab-summary, #vocab-status {
+        width: 100%;
+        height: auto;
+        padding: 0 1;
+        color: $text-muted;
+    }
+    #vocab-update-row {
+        height: 1;
+        padding: 0 1;
+    }
+    #vocab-update-label {
+        width: auto;
+    }
+    #vocab-table {
+        height: 1fr;
+    }
+    """
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+l", "show_tab('tab-lora')", "LoRA library", id="prompts_tab_lora"),
         Binding("ctrl+f", "show_tab('tab-filters')", "Word filters", id="prompts_tab_filters"),
+        Binding("ctrl+v", "show_tab('tab-vocabulary')", "Vocabulary", id="prompts_tab_vocabulary"),
     ]
 
     def __init__(self) -> None:
@@ -177,10 +305,17 @@ class PromptToolsScreen(Screen[None]):
         self._hashing: Path | None = None
         self._details: LoraDetails | None = None
         self._filters: dict[str, FilterRow] = {}
+        self._vocabulary: VocabularyView | None = None
+        self._vocabulary_style: TagStyle = "spaces"
+        self._vocabulary_updating = False
 
     @property
     def config(self) -> Config:
         return self.app.config  # type: ignore[attr-defined,no-any-return]
+
+    @property
+    def _vocabulary_path(self) -> Path:
+        return cache_path(self.app.dirs.data_dir)  # type: ignore[attr-defined]
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -198,6 +333,14 @@ class PromptToolsScreen(Screen[None]):
                 yield FilterTable(id="filters-table", cursor_type="row", zebra_stripes=True)
                 with VerticalScroll(id="filters-detail-box"):
                     yield Static("", id="filters-detail")
+            with TabPane("Vocabulary", id=VOCABULARY_TAB):
+                yield Label("", id="vocab-summary", markup=False)
+                yield Label("", id="vocab-status", markup=False)
+                with Horizontal(id="vocab-update-row"):
+                    yield Label("", id="vocab-update-label", markup=False)
+                    yield ProgressBar(id="vocab-update-progress", show_eta=False)
+                yield VocabularyFilter(placeholder="type part of a tag to narrow the list", id="vocab-filter")
+                yield VocabularyTable(id="vocab-table", cursor_type="row", zebra_stripes=True)
         yield Footer()
 
     def on_mount(self) -> None:
@@ -214,6 +357,11 @@ class PromptToolsScreen(Screen[None]):
         filters.add_column("Source", key="source", width=16)
         filters.add_column("File", key="file")
         self.query_one("#lora-hash-row").display = False
+        self.query_one("#vocab-update-row").display = False
+        self.query_one(VocabularyFilter).border_title = "Filter"
+        self.query_one("#vocab-status", Label).update(
+            Text("u reads the collection's new and changed sidecars · / filters · c copies a tag")
+        )
         table.focus()
 
     def on_screen_resume(self) -> None:
@@ -221,14 +369,27 @@ class PromptToolsScreen(Screen[None]):
         if self._current_folders() != self._scanned_folders:
             self.action_rescan()
         self.action_reload_filters()
+        if self.query_one(TabbedContent).active == VOCABULARY_TAB:
+            self._refresh_vocabulary()
 
     def action_show_tab(self, tab: str) -> None:
         self.query_one(TabbedContent).active = tab
-        self.query_one(LoraTable if tab == LORA_TAB else FilterTable).focus()
+        self._focus_tab(tab)
 
     @on(TabbedContent.TabActivated)
     def _tab_shown(self, event: TabbedContent.TabActivated) -> None:
-        self.query_one(LoraTable if event.pane.id == LORA_TAB else FilterTable).focus()
+        tab = event.pane.id or LORA_TAB
+        self._focus_tab(tab)
+        if tab == VOCABULARY_TAB:
+            self._refresh_vocabulary()
+
+    def _focus_tab(self, tab: str) -> None:
+        tables: dict[str, type[DataTable[Text]]] = {
+            LORA_TAB: LoraTable,
+            FILTERS_TAB: FilterTable,
+            VOCABULARY_TAB: VocabularyTable,
+        }
+        self.query_one(tables.get(tab, LoraTable)).focus()
 
     # LoRA library: scanning --------------------------------------------------------------------------------
 
@@ -646,6 +807,154 @@ class PromptToolsScreen(Screen[None]):
             )
         self.action_reload_filters()
 
+    # Collected vocabulary ----------------------------------------------------------------------------------
+
+    def _tag_style(self) -> TagStyle:
+        return "underscores" if self.config.settings.ui.underscores == "underscores" else "spaces"
+
+    def _refresh_vocabulary(self) -> None:
+        """Read the cache when it was never read or its file changed since; show it again when only the tag
+        style changed."""
+        if self._vocabulary_updating:
+            return  # the update shows what it wrote
+        view = self._vocabulary
+        if view is None or cache_stamp(self._vocabulary_path) != view.stamp:
+            self._set_vocabulary_summary("Reading the collected vocabulary …")
+            self._read_vocabulary(self._vocabulary_path, civitai_root(self.config))
+        elif self._tag_style() != self._vocabulary_style:
+            self._show_tags()
+
+    @work(thread=True, exclusive=True, group="vocab-read", exit_on_error=False, description="Read the vocabulary")
+    def _read_vocabulary(self, path: Path, collection: Path) -> None:
+        worker = get_current_worker()
+        stamp = cache_stamp(path)  # before reading: a write in between is seen as a change next time
+        view = _vocabulary_view(CollectedVocabulary.load(path), stamp, collection)
+        if not worker.is_cancelled:
+            self.post_message(VocabularyRead(view))
+
+    @on(VocabularyRead)
+    def _vocabulary_read(self, message: VocabularyRead) -> None:
+        if self._vocabulary_updating:
+            return
+        self._show_vocabulary(message.view)
+
+    def _show_vocabulary(self, view: VocabularyView) -> None:
+        self._vocabulary = view
+        self._set_vocabulary_summary(_vocabulary_line(view))
+        self._show_tags()
+
+    def _set_vocabulary_summary(self, text: str) -> None:
+        self.query_one("#vocab-summary", Label).update(Text(text))
+
+    def _show_tags(self) -> None:
+        if self._vocabulary is not None:
+            self._filter_tags(self._vocabulary, self.query_one(VocabularyFilter).value)
+
+    @work(thread=True, exclusive=True, group="vocab-filter", exit_on_error=False, description="Filter the vocabulary")
+    def _filter_tags(self, view: VocabularyView, query: str) -> None:
+        # A pass over 100k+ tags takes tens of milliseconds: typing in the filter must not wait for it.
+        rows, total = matching(view.rows, query)
+        if not get_current_worker().is_cancelled:
+            self.post_message(VocabularyFiltered(view, query, rows, total))
+
+    @on(VocabularyFiltered)
+    def _tags_filtered(self, message: VocabularyFiltered) -> None:
+        field = self.query_one(VocabularyFilter)
+        if message.view is not self._vocabulary or message.query != field.value:
+            return  # the filter or the vocabulary changed since: a newer pass is on its way
+        self._vocabulary_style = self._tag_style()
+        self.query_one(VocabularyTable).show(message.rows, self._vocabulary_style)
+        every = len(message.view.rows)
+        counted = f"{message.total:,} of {every:,} tags match" if message.total < every else f"{every:,} tags"
+        if len(message.rows) < message.total:
+            counted += f" · the {len(message.rows):,} most used shown"
+        field.border_subtitle = counted
+
+    @on(Input.Changed, "#vocab-filter")
+    def _vocabulary_filtered(self) -> None:
+        self._show_tags()
+
+    @on(Input.Submitted, "#vocab-filter")
+    def action_focus_vocabulary(self) -> None:
+        self.query_one(VocabularyTable).focus()
+
+    def action_filter_vocabulary(self) -> None:
+        self.query_one(VocabularyFilter).focus()
+
+    def action_copy_vocabulary_tag(self) -> None:
+        tag = self.query_one(VocabularyTable).selected_tag()
+        if tag is None:
+            self.notify("No tag selected", severity="warning", markup=False)
+            return
+        shown = styled(tag, self._vocabulary_style)
+        self.app.copy_to_clipboard(shown)
+        self.notify(f"Copied {shown}", markup=False)
+
+    def action_update_vocabulary(self) -> None:
+        """Read new and changed sidecars of the collection into the cache, then show it and tell the app."""
+        if self._vocabulary_updating:
+            self.notify("The collected vocabulary is already being updated", severity="warning", markup=False)
+            return
+        collection = civitai_root(self.config)
+        self._vocabulary_updating = True
+        self.workers.cancel_group(self, "vocab-read")  # what it read may be older than what the update writes
+        self.query_one("#vocab-update-row").display = True
+        self.query_one("#vocab-update-label", Label).update(Text("Looking for new and changed sidecars "))
+        self.query_one("#vocab-update-progress", ProgressBar).update(total=None, progress=0)
+        self.query_one("#vocab-status", Label).update(Text(f"Updating from {collection} …"))
+        self._update_vocabulary(self._vocabulary_path, collection)
+
+    @work(thread=True, group="vocab-update", exit_on_error=False, description="Update the collected vocabulary")
+    def _update_vocabulary(self, path: Path, collection: Path) -> None:
+        worker = get_current_worker()
+
+        def progress(done: int, total: int) -> None:
+            if worker.is_cancelled:
+                raise _UpdateStopped
+            self.post_message(VocabularyProgress(done, total))
+
+        try:
+            vocabulary, report = update_cache(path, collection, progress)
+        except _UpdateStopped:
+            return
+        except NoCollectionError:
+            self.post_message(VocabularyUpdateFailed(f"No collection at {collection} yet — collect with F4", True))
+            return
+        except PeropixError as exc:
+            self.post_message(VocabularyUpdateFailed(str(exc), False))
+            return
+        self.post_message(VocabularyUpdated(report, _vocabulary_view(vocabulary, cache_stamp(path), collection)))
+
+    @on(VocabularyProgress)
+    def _vocabulary_progress(self, message: VocabularyProgress) -> None:
+        if not self._vocabulary_updating:
+            return
+        self.query_one("#vocab-update-label", Label).update(Text(f"Reading {message.total:,} sidecars "))
+        self.query_one("#vocab-update-progress", ProgressBar).update(total=max(message.total, 1), progress=message.done)
+
+    @on(VocabularyUpdated)
+    def _vocabulary_updated(self, message: VocabularyUpdated) -> None:
+        self._vocabulary_done()
+        view, report = message.view, message.report
+        line = f"{view.collection}: {report.summary()}; {view.summary}"
+        self.query_one("#vocab-status", Label).update(Text(line))
+        self._show_vocabulary(view)
+        severity: SeverityLevel = "warning" if report.unreadable_folders else "information"
+        self.notify(line, title="Collected vocabulary", severity=severity, markup=False)
+        if report.touched:
+            self.app.post_message(CollectedVocabularyChanged(self._vocabulary_path))
+
+    @on(VocabularyUpdateFailed)
+    def _vocabulary_update_failed(self, message: VocabularyUpdateFailed) -> None:
+        self._vocabulary_done()
+        self.query_one("#vocab-status", Label).update(Text(message.error))
+        severity: SeverityLevel = "warning" if message.missing else "error"
+        self.notify(message.error, title="Collected vocabulary", severity=severity, markup=False)
+
+    def _vocabulary_done(self) -> None:
+        self._vocabulary_updating = False
+        self.query_one("#vocab-update-row").display = False
+
     # Errors ------------------------------------------------------------------------------------------------
 
     @on(Worker.StateChanged)
@@ -657,6 +966,8 @@ class PromptToolsScreen(Screen[None]):
         if event.worker.group == "lora-hash":
             self._hashing = None
             self.query_one("#lora-hash-row").display = False
+        elif event.worker.group == "vocab-update":
+            self._vocabulary_done()
         self.notify(
             f"{event.worker.description or event.worker.name} failed: {detail}",
             title="Internal error",

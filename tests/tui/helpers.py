@@ -69,6 +69,7 @@ async def start(pilot: Pilot[Any], prompt: str = PROMPT) -> PeropixApp:
     """Wait until the Generate screen shows the price and the balance, then type `prompt` (none when empty)."""
     app = pilot.app
     assert isinstance(app, PeropixApp)
+    await wait_until(pilot, lambda: bool(generate_screen(app).query(AnlasBar)), "the side panel")
     await wait_until(pilot, lambda: "…" not in bar_text(app), "the price and the balance")
     if prompt:
         await pilot.press(*prompt)

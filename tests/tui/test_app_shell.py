@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import stat
 from pathlib import Path
 
@@ -18,10 +19,25 @@ from peropix_tui.core.paths import AppDirs
 from peropix_tui.screens.confirm import ConfirmScreen
 from peropix_tui.screens.help import HelpScreen
 from peropix_tui.screens.settings import SettingsScreen
+from tests.tui.helpers import wait_until
 
 
 async def settle(pilot: object, delay: float = 0.2) -> None:
     await pilot.pause(delay)  # type: ignore[attr-defined]
+
+
+async def test_garbage_collector_resumes_after_the_first_frame() -> None:
+    """`peropix` pauses the collector for start-up; the app turns it back on (and freezes what start-up made)."""
+    app = PeropixApp()
+    app.resume_gc_after_first_frame()
+    gc.disable()
+    try:
+        async with app.run_test(size=(100, 30)) as pilot:
+            await wait_until(pilot, gc.isenabled, "the collector to resume")
+            assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.enable()
 
 
 async def test_function_keys_switch_modes() -> None:

@@ -6,16 +6,20 @@ Update after an intended change with `pytest tests/tui/test_snapshots.py --snaps
 
 from __future__ import annotations
 
+import os
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from PIL import Image
 from textual.pilot import Pilot
-from textual.widgets import Input, Select
+from textual.widgets import DataTable, Input, Select
+from unit.test_collected_vocabulary import write_sidecar
 
 from peropix_tui.app import PeropixApp
+from peropix_tui.core.collected_vocabulary import cache_path, update_cache
 from peropix_tui.core.config import Config
 from peropix_tui.core.paths import AppDirs
 from peropix_tui.sandbox.civitai_dataset import ModelType
@@ -90,6 +94,39 @@ def test_downloads(snap_compare: Callable[..., bool]) -> None:
 
 def test_prompt_tools(snap_compare: Callable[..., bool]) -> None:
     assert snap_compare(app(), terminal_size=SIZE, run_before=settled("f6"))
+
+
+@pytest.fixture
+def utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Times on screen are local times: show them in UTC whatever the machine's zone."""
+    with monkeypatch.context() as patch:
+        patch.setenv("TZ", "UTC")
+        time.tzset()
+        yield
+    time.tzset()
+
+
+@pytest.mark.usefixtures("utc")
+def test_prompt_tools_vocabulary(snap_compare: Callable[..., bool]) -> None:
+    """The Vocabulary tab over a small cache, written at a fixed time."""
+    root = FIXED / "data" / "civitai"
+    write_sidecar(root, "alice", "Night Style", 1, "1girl, (night sky:1.2), long_hair, smile")
+    write_sidecar(root, "alice", "Night Style", 2, "1girl, night sky, city lights")
+    write_sidecar(root, "bob", "Day Outfit", 3, "1girl, sundress, smile, <lora:day_outfit:0.8>")
+    cache = cache_path(FIXED / "data")
+    update_cache(cache, root)
+    written = 1_700_000_000 * 10**9
+    os.utime(cache, ns=(written, written))
+
+    async def shown(pilot: Pilot[object]) -> None:
+        await settled("f6", "ctrl+v")(pilot)
+        # Reading the cache, then filtering it, are two workers one after the other.
+        deadline = time.monotonic() + 20
+        while pilot.app.screen.query_one("#vocab-table", DataTable).row_count < 6 and time.monotonic() < deadline:
+            await pilot.pause(0.05)
+        await pilot.pause(0.2)
+
+    assert snap_compare(app(), terminal_size=SIZE, run_before=shown)
 
 
 def test_settings(snap_compare: Callable[..., bool]) -> None:
