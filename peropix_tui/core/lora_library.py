@@ -11,7 +11,6 @@ the full map is read again, for one file, when someone asks for its details.
 from __future__ import annotations
 
 import json
-import os
 import stat
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -20,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from peropix_tui.core.folder_walk import FolderWalk
 from peropix_tui.core.safetensors import SafetensorsError, SafetensorsHeader, read_header
 
 SUFFIX = ".safetensors"
@@ -148,8 +148,7 @@ class LoraScanner:
     def __init__(self, folders: Sequence[Path]) -> None:
         self.folders = [Path(f).expanduser() for f in folders]
         self.problems: list[ScanProblem] = []
-        self._seen_files: set[tuple[int, int]] = set()
-        self._seen_dirs: set[tuple[int, int]] = set()
+        self._folders = FolderWalk()
 
     def paths(self) -> Iterator[tuple[Path, Path]]:
         """`(folder, file)` for every LoRA file, in a stable order (folders as configured, then by name)."""
@@ -165,31 +164,9 @@ class LoraScanner:
             where = Path(exc.filename) if exc.filename else folder
             self.problems.append(ScanProblem(where, f"cannot be read ({exc.strerror or exc})"))
 
-        for dirpath, dirnames, filenames in os.walk(folder, onerror=failed, followlinks=True):
-            try:
-                st = Path(dirpath).stat()
-            except OSError as exc:
-                failed(exc)
-                dirnames.clear()
-                continue
-            if (st.st_dev, st.st_ino) in self._seen_dirs:
-                dirnames.clear()  # a link back up the tree, or a folder already walked from another root
-                continue
-            self._seen_dirs.add((st.st_dev, st.st_ino))
-            dirnames.sort()
-            for name in sorted(filenames):
-                if not name.lower().endswith(SUFFIX):
-                    continue
-                path = Path(dirpath, name)
-                try:
-                    fst = path.stat()
-                except OSError:
-                    yield path  # read_lora_file records why it cannot be read
-                    continue
-                if not stat.S_ISREG(fst.st_mode) or (fst.st_dev, fst.st_ino) in self._seen_files:
-                    continue
-                self._seen_files.add((fst.st_dev, fst.st_ino))
-                yield path
+        for path, st in self._folders.files(folder, (SUFFIX,), failed):
+            if isinstance(st, OSError) or stat.S_ISREG(st.st_mode):
+                yield path  # read_lora_file records why one that cannot be stat'ed cannot be read
 
     def batches(
         self, size: int = DEFAULT_BATCH, *, cancelled: Callable[[], bool] | None = None

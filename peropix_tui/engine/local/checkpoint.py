@@ -30,6 +30,7 @@ from typing import Generic, Literal, Protocol, TypeVar
 import torch
 from safetensors import SafetensorError, safe_open
 
+from peropix_tui.core.folder_walk import FolderWalk
 from peropix_tui.core.safetensors import SafetensorsError, SafetensorsHeader, TensorInfo, read_header
 from peropix_tui.engine.local.clip import openclip_to_hf
 from peropix_tui.engine.local.errors import LocalEngineError
@@ -200,7 +201,7 @@ def list_checkpoints(folders: Sequence[str | os.PathLike[str]]) -> list[Checkpoi
     Unusable `.safetensors` files, `.ckpt` pickles, missing folders and folders holding no checkpoint at all
     become CheckpointProblem entries, so one bad file never hides the rest.
     """
-    walker = _Walker()
+    walk = FolderWalk()
     results: list[CheckpointInfo | CheckpointProblem] = []
     for raw in folders:
         folder = Path(raw).expanduser()
@@ -208,10 +209,10 @@ def list_checkpoints(folders: Sequence[str | os.PathLike[str]]) -> list[Checkpoi
             reason = "is not a folder" if folder.exists() else "does not exist"
             results.append(CheckpointProblem(folder, f"{folder}: checkpoint folder {reason}"))
             continue
-        if walker.seen(folder):
+        if walk.seen(folder):
             continue  # the same folder configured twice, or one inside another already walked
         before = len(results)
-        for item in walker.walk(folder):
+        for item in _walk(walk, folder):
             if isinstance(item, CheckpointProblem):
                 results.append(item)
                 continue
@@ -316,60 +317,26 @@ def _cache_key(path: Path, device: torch.device, dtype: torch.dtype) -> CacheKey
     return CacheKey(resolved, st.st_size, st.st_mtime_ns, dtype, device)
 
 
-class _Walker:
-    """Walks checkpoint folders following links, visiting each real folder and file once."""
+def _walk(walk: FolderWalk, folder: Path) -> Iterator[Path | CheckpointProblem]:
+    """The checkpoint files under `folder`, with what cannot be one (a pickle, a FIFO, an unreadable file)."""
+    problems: list[CheckpointProblem] = []
 
-    def __init__(self) -> None:
-        self._dirs: set[tuple[int, int]] = set()
-        self._files: set[tuple[int, int]] = set()
+    def failed(exc: OSError) -> None:
+        where = Path(exc.filename) if exc.filename else folder
+        problems.append(CheckpointProblem(where, f"cannot read folder {where}: {exc.strerror or exc}"))
 
-    def seen(self, folder: Path) -> bool:
-        try:
-            st = folder.stat()
-        except OSError:
-            return False
-        return (st.st_dev, st.st_ino) in self._dirs
-
-    def walk(self, folder: Path) -> Iterator[Path | CheckpointProblem]:
-        problems: list[CheckpointProblem] = []
-
-        def failed(exc: OSError) -> None:
-            where = Path(exc.filename) if exc.filename else folder
-            problems.append(CheckpointProblem(where, f"cannot read folder {where}: {exc.strerror or exc}"))
-
-        for dirpath, dirnames, filenames in os.walk(folder, onerror=failed, followlinks=True):
-            yield from problems
-            problems.clear()
-            try:
-                st = Path(dirpath).stat()
-            except OSError as exc:
-                failed(exc)
-                dirnames.clear()
-                continue
-            if (st.st_dev, st.st_ino) in self._dirs:
-                dirnames.clear()  # a link back up the tree, or a folder reached before
-                continue
-            self._dirs.add((st.st_dev, st.st_ino))
-            dirnames.sort()
-            for name in sorted(filenames):
-                lower = name.lower()
-                if lower.endswith(".ckpt"):
-                    yield CheckpointProblem(Path(dirpath, name), _pickle_message(Path(dirpath, name)))
-                elif lower.endswith(SUFFIX):
-                    yield from self._file(Path(dirpath, name))
+    for path, st in walk.files(folder, (SUFFIX, ".ckpt"), failed):
         yield from problems
-
-    def _file(self, path: Path) -> Iterator[Path | CheckpointProblem]:
-        try:
-            st = path.stat()
-        except OSError as exc:
-            yield CheckpointProblem(path, f"cannot read {path}: {exc.strerror or exc}")
-            return
-        if not stat.S_ISREG(st.st_mode):
+        problems.clear()
+        if path.suffix.lower() == ".ckpt":
+            yield CheckpointProblem(path, _pickle_message(path))
+        elif isinstance(st, OSError):
+            yield CheckpointProblem(path, f"cannot read {path}: {st.strerror or st}")
+        elif not stat.S_ISREG(st.st_mode):
             yield CheckpointProblem(path, f"{path}: not a regular file")
-        elif (st.st_dev, st.st_ino) not in self._files:
-            self._files.add((st.st_dev, st.st_ino))
+        else:
             yield path
+    yield from problems
 
 
 def _layout(path: Path) -> _Layout:
