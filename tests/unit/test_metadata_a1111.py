@@ -125,7 +125,10 @@ def test_spec_sampler_and_schedule_names() -> None:
     assert sampler_to_a1111("ddim_v3") == sampler_to_a1111("ddim") == "DDIM"
     assert sampler_to_nai("UniPC") == "UniPC"
     assert schedule_to_nai("Karras") == "karras" and schedule_to_a1111("polyexponential") == "Polyexponential"
-    assert schedule_to_nai("SGM Uniform") == "SGM Uniform"
+    # The local engine's schedules have ids; one it lacks passes through unchanged.
+    assert schedule_to_nai("SGM Uniform") == "sgm_uniform" and schedule_to_a1111("kl_optimal") == "KL Optimal"
+    assert schedule_to_nai("Align Your Steps") == "Align Your Steps"
+    assert sampler_to_a1111("k_heun") == "Heun"
 
 
 _line_text = st.text(st.characters(exclude_characters="\n\r", exclude_categories=["Cs"]), max_size=30)

@@ -32,6 +32,8 @@ SAMPLERS_TO_A1111: dict[str, str] = {
     "k_dpmpp_3m_sde": "DPM++ 3M SDE",
     "k_lms": "LMS",
     "k_dpm_2": "DPM2",
+    "k_heun": "Heun",
+    "k_dpmpp_2m_sde_heun": "DPM++ 2M SDE Heun",
     "k_dpm_2_ancestral": "DPM2 a",
     "k_dpm_fast": "DPM fast",
     "k_dpm_adaptive": "DPM adaptive",
@@ -45,6 +47,13 @@ SCHEDULES_TO_A1111: dict[str, str] = {
     "karras": "Karras",
     "exponential": "Exponential",
     "polyexponential": "Polyexponential",
+    # The local engine's schedules, by the names A1111 shows for them.
+    "normal": "Normal",
+    "sgm_uniform": "SGM Uniform",
+    "simple": "Simple",
+    "ddim_uniform": "DDIM",
+    "beta": "Beta",
+    "kl_optimal": "KL Optimal",
 }
 SCHEDULES_FROM_A1111: dict[str, str] = {v: k for k, v in SCHEDULES_TO_A1111.items()}
 
