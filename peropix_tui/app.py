@@ -31,6 +31,7 @@ from peropix_tui.core.notify import QueueTally, queue_finished
 from peropix_tui.core.outputs import prune_unsaved
 from peropix_tui.core.paths import AppDirs
 from peropix_tui.core.secrets import SecretStore
+from peropix_tui.engine.local_provider import LocalEngineSlot, LocalSettings
 from peropix_tui.messages import (
     ApplySettings,
     CollectedVocabularyChanged,
@@ -47,6 +48,7 @@ from peropix_tui.screens.help import HelpScreen
 
 if TYPE_CHECKING:
     from peropix_tui.core.history import HistoryStore
+    from peropix_tui.engine.local.engine import LocalEngine
     from peropix_tui.sandbox.session import SandboxSession
     from peropix_tui.screens.welcome import WelcomeChoice
     from peropix_tui.terminal_probe import TerminalProbe
@@ -128,13 +130,15 @@ class PeropixApp(App[int]):
         sizes = self.config.settings.executors
         self.jobs = JobManager(
             executors=Executors(ExecutorSizes(gpu=sizes.gpu, metadata=sizes.metadata, io=sizes.io, hash=sizes.hash)),
-            limits={"nai": 1, "gpu": 1, "civitai": 1},
+            limits={"nai": 1, "local": 1, "gpu": 1, "civitai": 1},
         )
         # Tests and snapshots force a renderer; otherwise the setting decides (see widgets/image_preview.py).
         self.image_widget = image_widget or self.config.settings.ui.image_renderer
         self.theme = self.config.settings.ui.theme
         self.nai = NaiAccess(self.config, self.secrets, self.jobs.executors, sandbox=sandbox)
         """The NovelAI client and the sandbox session, shared by every screen."""
+        self.local_engines = LocalEngineSlot()
+        """The local engine, made by the first local job (`local_engine`) and closed when the app ends."""
         # The first-start welcome is offered by the interactive entry point (`run_app`) only.
         self._offer_welcome = welcome
         # The history store opens in a worker after the first frame (see `scan_history`), so start-up never
@@ -197,6 +201,11 @@ class PeropixApp(App[int]):
             log.info("welcome: %s", choice or "left for later")
 
         self.push_screen(WelcomeScreen(self.config, self.secrets, self.nai), chosen)
+
+    def local_engine(self) -> LocalEngine:
+        """The local engine for the current settings (blocking: the first call imports torch; run it in a worker).
+        Raises PeropixError when torch is missing or the device setting cannot be used."""
+        return self.local_engines.get(LocalSettings.from_config(self.config))
 
     # History -----------------------------------------------------------------------------------------------------
 
@@ -385,6 +394,7 @@ class PeropixApp(App[int]):
             self._unwatch_queue()  # jobs cancelled by quitting are not news
         await self.jobs.aclose()
         await self.nai.aclose()
+        await asyncio.to_thread(self.local_engines.close)  # waits for the engine's worker, frees its memory
         scans: list[Worker[Any]] = [w for w in self.workers if w.group == "history-scan"]
         for scan in scans:
             scan.cancel()

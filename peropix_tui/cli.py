@@ -15,7 +15,6 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from peropix_tui import __version__
-from peropix_tui.commands import civitai_cmd, config_cmd, generate_cmd, meta, sandbox_cmd, vibe_cmd, vocab_cmd
 from peropix_tui.core.errors import PeropixError
 from peropix_tui.core.logs import setup_logging
 from peropix_tui.core.paths import AppDirs
@@ -41,18 +40,44 @@ def _add_sandbox_flag(parser: argparse.ArgumentParser) -> None:
                 _add_sandbox_flag(child)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _global_parser(*, add_help: bool = True) -> argparse.ArgumentParser:
+    """The options that come before any command; alone, they are everything the TUI takes."""
     parser = argparse.ArgumentParser(
         prog="peropix",
         description="Generate, collect and curate anime-style images from the terminal. "
         "Without a command, opens the TUI.",
+        add_help=add_help,
     )
     parser.add_argument("--version", action="version", version=f"peropix {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="also print debug logs on stderr")
     parser.add_argument("--no-mouse", action="store_true", help="TUI: leave the mouse to the terminal")
     parser.add_argument("--sandbox", action="store_true", help=SANDBOX_HELP)
+    return parser
+
+
+def tui_arguments(argv: Sequence[str]) -> argparse.Namespace | None:
+    """The options when `argv` opens the TUI (global options only), else None: a command or `-h` needs the whole
+    parser, whose command modules the TUI's start-up does not wait for."""
+    args, rest = _global_parser(add_help=False).parse_known_args(argv)
+    return None if rest else args
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from peropix_tui.commands import (
+        civitai_cmd,
+        config_cmd,
+        generate_cmd,
+        meta,
+        models_cmd,
+        sandbox_cmd,
+        vibe_cmd,
+        vocab_cmd,
+    )
+
+    parser = _global_parser()
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     generate_cmd.register(sub)
+    models_cmd.register(sub)
     vibe_cmd.register(sub)
     civitai_cmd.register(sub)
     meta.register(sub)
@@ -81,32 +106,46 @@ def _maybe_sandbox(enabled: bool, *, announce: bool) -> Iterator[SandboxSession 
         yield session
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def _start_logging(args: argparse.Namespace) -> AppDirs:
     dirs = AppDirs.from_env()
     setup_logging(dirs.log_file, level=logging.DEBUG if args.verbose else logging.INFO, stderr=args.verbose)
+    return dirs
+
+
+def _run_tui(args: argparse.Namespace) -> int:
+    dirs = _start_logging(args)
+    # Start-up allocates hundreds of thousands of long-lived objects (modules, styles, widgets); collecting them
+    # while they are made is wasted time before the first frame. The app resumes and freezes them after.
+    gc.disable()
+    from peropix_tui.core.config import Config
+    from peropix_tui.terminal_probe import TerminalProbe
+
+    config = Config.load(dirs)
+    # The terminal answers its image-support queries while Textual and the screens are being imported.
+    probe = TerminalProbe(config.settings.ui.image_renderer).start()
+    from peropix_tui.app import run_app
+
+    with _maybe_sandbox(args.sandbox, announce=False) as session:
+        return run_app(dirs, config=config, probe=probe, mouse=not args.no_mouse, sandbox=session, gc_paused=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    tui = tui_arguments(arguments)
+    if tui is not None:
+        return _run_tui(tui)
+    parser = build_parser()
+    args = parser.parse_args(arguments)
     if args.command is None:
-        # Start-up allocates hundreds of thousands of long-lived objects (modules, styles, widgets); collecting
-        # them while they are made is wasted time before the first frame. The app resumes and freezes them after.
-        gc.disable()
-        from peropix_tui.core.config import Config
-        from peropix_tui.terminal_probe import TerminalProbe
-
-        config = Config.load(dirs)
-        # The terminal answers its image-support queries while Textual and the screens are being imported.
-        probe = TerminalProbe(config.settings.ui.image_renderer).start()
-        from peropix_tui.app import run_app
-
-        with _maybe_sandbox(args.sandbox, announce=False) as session:
-            return run_app(dirs, config=config, probe=probe, mouse=not args.no_mouse, sandbox=session, gc_paused=True)
+        return _run_tui(args)
+    _start_logging(args)
     # Headless output may echo what a user typed (a URL with ?token=…, a pasted prompt): scrub all of it.
     out, err = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = ScrubbingStream(out), ScrubbingStream(err)
     try:
         func = getattr(args, "func", None)
         if func is None:
-            parser.parse_args([*(argv or sys.argv[1:]), "--help"])
+            parser.parse_args([*arguments, "--help"])
             return 2
         with _maybe_sandbox(args.sandbox, announce=True):
             code: int = func(args)

@@ -1,8 +1,10 @@
-"""`peropix generate`: NovelAI images from the command line, saved and indexed exactly as the TUI does it.
+"""`peropix generate`: NovelAI (or local engine) images from the command line, saved and indexed exactly as the
+TUI does it.
 
 This module holds the command line itself; `generate_plan` turns it into a checked request and
 `generate_run` sends it (or, with `--dry-run`, prints it). Both are imported when the command runs, so
-building the parser costs nothing at start-up.
+building the parser costs nothing at start-up. `--provider local` makes the images with a checkpoint of
+`paths.checkpoint_dirs` on this machine instead (`--list-models` lists them).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ ENHANCE_FACTORS: Final = ("1", "1.5")
 """`--enhance` choices: the web's Enhance keeps the size (1) or upscales by half (1.5)."""
 FILE_FORMATS: Final = ("png", "webp", "jpeg")
 """`--format` choices (core/outputs.SaveFormat, spelled out so building the parser imports nothing)."""
+PROVIDER_CHOICES: Final = ("novelai", "local")
+"""`--provider` choices (engine/types.PROVIDERS, spelled out so building the parser imports nothing)."""
 
 
 def _save_quality(text: str) -> int:
@@ -67,9 +71,10 @@ class _CharNegativeAction(argparse.Action):
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "generate",
-        help="generate images with NovelAI and save them with their settings",
-        description="Generate images with NovelAI (or the sandbox, with --sandbox), save them into the outputs "
-        "folder with NovelAI-compatible metadata and index them in the history.",
+        help="generate images with NovelAI or the local engine and save them with their settings",
+        description="Generate images with NovelAI (or the sandbox, with --sandbox) or, with --provider local, "
+        "with a local SDXL / SD 1.5 checkpoint; save them into the outputs folder with NovelAI-compatible "
+        "metadata and index them in the history.",
     )
     text = parser.add_argument_group("prompt")
     text.add_argument(
@@ -104,7 +109,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     text.add_argument("--dataset", choices=("fur", "background"), help="dataset prefix, for models that have one")
 
     settings = parser.add_argument_group("settings")
-    settings.add_argument("--model", help="model id or short name such as v4.5, v4.5-curated, v4, v3, v5")
+    settings.add_argument(
+        "--provider",
+        choices=PROVIDER_CHOICES,
+        default="novelai",
+        help="novelai (default) or local: a checkpoint of paths.checkpoint_dirs on this machine, nothing charged "
+        "(needs peropix-tui[local]); NovelAI-only settings (vibes, character reference, SMEA, ...) are refused",
+    )
+    settings.add_argument(
+        "--model",
+        help="model id or short name such as v4.5, v4.5-curated, v4, v3, v5; with --provider local, a checkpoint "
+        "name as --list-models prints it (or a file path)",
+    )
     settings.add_argument("--size", metavar="WxH", help="image size, multiples of 64 (default 832x1216)")
     settings.add_argument(
         "--steps",
@@ -113,8 +129,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     settings.add_argument("--scale", type=float, help="prompt guidance, 0-10 (default: the model's)")
     settings.add_argument("--cfg-rescale", type=float, help="prompt guidance rescale, 0-1 (default 0)")
-    settings.add_argument("--sampler", help="k_euler_ancestral (default), k_euler, k_dpmpp_2s_ancestral, ...")
-    settings.add_argument("--schedule", help="noise schedule: karras (default), exponential, polyexponential")
+    settings.add_argument(
+        "--sampler",
+        help="k_euler_ancestral (default), k_euler, k_dpmpp_2s_ancestral, ...; local: euler_ancestral (default), "
+        "euler, dpmpp_2m, dpmpp_2m_sde, dpmpp_3m_sde, heun, ddim, ...",
+    )
+    settings.add_argument(
+        "--schedule",
+        help="noise schedule: karras (default), exponential, polyexponential; local: normal (default), karras, "
+        "exponential, sgm_uniform, simple, beta, ...",
+    )
     settings.add_argument(
         "--variety", action=argparse.BooleanOptionalAction, default=None, help="Variety+ (skip guidance early)"
     )
@@ -181,6 +205,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="WebP/JPEG quality (default: the saving.quality setting)",
     )
     run.add_argument("--dry-run", action="store_true", help="print the request bodies and the cost; send nothing")
+    run.add_argument(
+        "--list-models",
+        action="store_true",
+        help="list the local checkpoints --provider local can use (as `peropix models` does) and exit",
+    )
     run.add_argument("--json", action="store_true", help="print one JSON document instead of lines")
     run.add_argument(
         "--stream",
@@ -201,9 +230,19 @@ def _run(args: argparse.Namespace) -> int:
     config = Config.load(AppDirs.from_env())
     for issue in config.issues:
         print(f"peropix: warning: {issue}", file=sys.stderr)
+    if args.list_models:
+        from peropix_tui.commands.models_cmd import list_models
+
+        return list_models(config, as_json=args.json)
     plan = build_plan(args)
     for warning in plan.warnings:
         warn(warning)
+    if plan.request.provider == "local":
+        from peropix_tui.commands import generate_local
+
+        if args.dry_run:
+            return generate_local.dry_run(plan, args, config)
+        return generate_local.execute(plan, args, config)
     if args.dry_run:
         return dry_run(plan, args, config)
     return execute(plan, args, config)

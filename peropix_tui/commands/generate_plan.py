@@ -4,6 +4,10 @@ Settings come in three layers, later ones winning: the defaults, an image's own 
 and the flags given. Values typed on the command line (sizes, seeds, `IMG:strength:info` vibes,
 `prompt@C3` characters) are parsed here with one-line errors that name the flag. The request is checked
 against the model's limits before anything is sent, so a bad setting never costs a request.
+
+With `--provider local` the model is a checkpoint name, the sampler and schedule are the local engine's (NovelAI's
+spellings are translated), `--from-image` takes an image's settings as recorded, and the NovelAI-only flags are
+refused, each naming itself, rather than dropped without a word.
 """
 
 from __future__ import annotations
@@ -20,6 +24,9 @@ from typing import Any, Final
 from peropix_tui.commands.generate_cmd import DEFAULT_MAGNITUDE, DEFAULT_STRENGTH, DEFAULT_VIBE_STRENGTH
 from peropix_tui.core.errors import PeropixError
 from peropix_tui.core.metadata import read_metadata
+from peropix_tui.core.presets import snap64
+from peropix_tui.engine.local_names import DEFAULT_LOCAL_SAMPLER, DEFAULT_LOCAL_SCHEDULER
+from peropix_tui.engine.local_provider import local_settings_from_metadata
 from peropix_tui.engine.nai.image_settings import ImageSettings, settings_from_metadata
 from peropix_tui.engine.nai.imageprep import image_size
 from peropix_tui.engine.nai.models import (
@@ -33,6 +40,9 @@ from peropix_tui.engine.nai.payload import check_request_before_encoding, enhanc
 from peropix_tui.engine.nai.vibe_files import BUNDLE_SUFFIX, VIBE_SUFFIX, load_vibes
 from peropix_tui.engine.types import (
     GRID,
+    LOCAL,
+    RANDOM_SEED_MAX,
+    SEED_LIMIT,
     CharacterPrompt,
     CharacterReference,
     GenerationRequest,
@@ -44,6 +54,27 @@ from peropix_tui.engine.types import (
 
 MAX_IMAGES: Final = 1000
 """Images one command may ask for (sent as several requests)."""
+LOCAL_BATCH: Final = 4
+"""Images one local engine call makes at once (each sample a seed of its own), unless `--separate`: enough to
+keep a large GPU busy, few enough for the memory of a small one at SDXL sizes."""
+NOVELAI_ONLY_FLAGS: Final = (
+    ("vibes", "--vibe"),
+    ("charref", "--charref"),
+    ("fidelity", "--fidelity"),
+    ("charref_strength", "--charref-strength"),
+    ("style_aware", "--style-aware"),
+    ("enhance", "--enhance"),
+    ("magnitude", "--magnitude"),
+    ("smea", "--smea"),
+    ("smea_dyn", "--smea-dyn"),
+    ("variety", "--variety"),
+    ("dataset", "--dataset"),
+    ("uc_preset", "--uc-preset"),
+    ("quality", "--quality"),
+    ("noise", "--noise"),
+    ("sse", "--sse"),
+)
+"""(argument, flag) of every setting the local engine has no use for."""
 UC_PRESET_OFF: Final = "off"
 _SIZE_RE: Final = re.compile(r"\s*(\d{1,6})\s*[xX×*]\s*(\d{1,6})\s*")
 _CELL_RE: Final = re.compile(r"[A-Ea-e][1-5]")
@@ -265,6 +296,8 @@ def build_plan(args: argparse.Namespace) -> Plan:
     """The run described by the parsed flags (on top of the `--from-image` image's settings, when given)."""
     if not 1 <= args.n <= MAX_IMAGES:
         raise GenerateArgsError(f"--n {args.n}: ask for 1 to {MAX_IMAGES} images")
+    if args.provider == LOCAL:
+        return _local_plan(args)
     model = parse_model(args.model) if args.model is not None else None
     warnings: list[str] = []
     fields: dict[str, Any] = {}
@@ -299,6 +332,8 @@ def build_plan(args: argparse.Namespace) -> Plan:
     fields |= {name: value for name, value in flags.items() if value is not None}
     if args.uc_preset is not None:
         fields["uc_preset"] = parse_uc_preset(args.uc_preset)
+    if args.characters is not None:
+        fields["characters"] = _characters(args.characters)
     if args.size is not None:
         fields["width"], fields["height"] = parse_size(args.size)
     elif args.image is not None and "width" not in fields:
@@ -317,4 +352,69 @@ def build_plan(args: argparse.Namespace) -> Plan:
     per_request = 1 if args.separate else min(args.n, max_samples(request.width, request.height))
     request = dataclasses.replace(request, n=per_request)
     check_request_before_encoding(request)
+    return Plan(request, args.n, per_request, tuple(warnings))
+
+
+# --- the local engine ---------------------------------------------------------------------------------------
+
+
+def _first_local_seed(given: int | None, images: int) -> int:
+    if given is None:
+        return secrets.randbelow(RANDOM_SEED_MAX) + 1
+    last = SEED_LIMIT - images
+    if not 0 <= given <= last:
+        raise GenerateArgsError(f"--seed {given}: local seeds go from 0 to {last} for {images} images")
+    return given
+
+
+def _local_plan(args: argparse.Namespace) -> Plan:
+    """The run for the local engine: a checkpoint by name, its sampler names, characters without a cell (each a
+    section of the prompt), no NovelAI-only setting."""
+    given = [flag for name, flag in NOVELAI_ONLY_FLAGS if getattr(args, name, None) not in (None, False, [])]
+    if given:
+        raise GenerateArgsError(f"{', '.join(given)}: NovelAI only; the local engine has no such setting")
+    warnings: list[str] = []
+    fields: dict[str, Any] = {"sampler": DEFAULT_LOCAL_SAMPLER, "scheduler": DEFAULT_LOCAL_SCHEDULER}
+    if args.from_image is not None:
+        try:
+            from_image = local_settings_from_metadata(read_metadata(args.from_image), model=args.model)
+        except PeropixError as exc:
+            raise GenerateArgsError(f"--from-image {args.from_image}: {exc}") from None
+        fields |= from_image.fields
+        warnings += [f"--from-image: {warning}" for warning in from_image.warnings]
+    elif args.prompt is None:
+        raise GenerateArgsError("--prompt is required (or --from-image PNG to reuse an image's settings)")
+    if args.model is not None:
+        fields["model"] = args.model.strip()
+    if not fields.get("model"):
+        raise GenerateArgsError(
+            "--model is required with --provider local: name a checkpoint (peropix models lists them)"
+        )
+    flags = {
+        "prompt": args.prompt,
+        "negative": args.negative,
+        "steps": args.steps,
+        "scale": args.scale,
+        "cfg_rescale": args.cfg_rescale,
+        "sampler": args.sampler,
+        "scheduler": args.schedule,
+    }
+    fields |= {name: value for name, value in flags.items() if value is not None}
+    if args.characters is not None:
+        fields["characters"] = _characters(args.characters)
+    if args.size is not None:
+        fields["width"], fields["height"] = parse_size(args.size)
+    elif args.image is not None and "width" not in fields:
+        width, height = image_size(read_image_input(args.image, "image"), "image")
+        fields["width"], fields["height"] = snap64(width), snap64(height)
+    if args.image is None:
+        if args.strength is not None or args.mask is not None:
+            raise GenerateArgsError("--strength and --mask need --image (the image to start from)")
+    else:
+        fields |= {"image": args.image, "mask": args.mask}
+        fields["strength"] = DEFAULT_STRENGTH if args.strength is None else args.strength
+    image_seed = fields.pop("seed", None)
+    seed = _first_local_seed(parse_seed(args.seed) if args.seed is not None else image_seed, args.n)
+    per_request = 1 if args.separate else min(args.n, LOCAL_BATCH)
+    request = GenerationRequest(**fields, seed=seed, n=per_request, provider=LOCAL)
     return Plan(request, args.n, per_request, tuple(warnings))

@@ -1,4 +1,5 @@
-"""Carrying out a `peropix generate` plan: the dry run, or the requests, the saving and the report.
+"""Carrying out a `peropix generate` plan: the dry run, or the requests, the saving and the report. The progress
+display, the saving and the report are shared with `generate_local`, which carries out `--provider local` plans.
 
 A dry run touches no network and needs no token: it prints each request body exactly as it would be sent
 (image data elided, vibes still to encode marked) and the web's price for it. A real run reads the account
@@ -35,20 +36,14 @@ from peropix_tui.core.outputs import SaveOptions
 from peropix_tui.core.paths import AppDirs
 from peropix_tui.core.prompt.wildcards import WildcardLibrary
 from peropix_tui.core.secrets import SecretStore
-from peropix_tui.engine.nai.client import (
-    GENERATE_PATH,
-    STREAM_PATH,
-    NaiTokenMissingError,
-    NovelAIClient,
-    stream_steps,
-)
+from peropix_tui.engine.nai.client import GENERATE_PATH, STREAM_PATH, NaiTokenMissingError, NovelAIClient
 from peropix_tui.engine.nai.cost import OPUS_TIER, Account, estimate_cost
 from peropix_tui.engine.nai.errors import NaiForbiddenError, NaiHttpError, NaiResponseError, NaiValidationError
 from peropix_tui.engine.nai.models import VibeSupport, model_spec
 from peropix_tui.engine.nai.payload import PENDING_ENCODING, build_payload, needs_encoding, redacted_payload
 from peropix_tui.engine.nai.vibe_cache import VibeCache, VibeKey
 from peropix_tui.engine.run import ExpandedRequest, HistoryOpener, SavedOutput, expand_request, save_output
-from peropix_tui.engine.types import Action, GeneratedImage, GenerationRequest, ProgressEvent, read_image_input
+from peropix_tui.engine.types import LOCAL, Action, GeneratedImage, GenerationRequest, ProgressEvent, read_image_input
 from peropix_tui.sandbox.session import NAI_PROVIDER, nai_provider, vibe_cache_dir
 
 if TYPE_CHECKING:
@@ -67,11 +62,11 @@ def warn(message: str, *, logged: bool = False) -> None:
     print(f"peropix: warning: {message}", file=sys.stderr)
 
 
-def _print_json(document: Any) -> None:
+def print_json(document: Any) -> None:
     sys.stdout.write(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n")
 
 
-def _plural(count: int, word: str) -> str:
+def plural(count: int, word: str) -> str:
     return f"{count} {word}" + ("" if count == 1 else "s")
 
 
@@ -158,14 +153,14 @@ def dry_run(plan: Plan, args: argparse.Namespace, config: Config) -> int:
         opus_cost += estimate_cost(batch, opus, uncached_vibes=uncached).total
     if args.json:
         summary = {"anlas": cost, "opus_anlas": opus_cost, "images": plan.images, "requests": len(requests)}
-        _print_json({"requests": requests, "cost": {**summary, "vibe_encodings": encodings}})
+        print_json({"requests": requests, "cost": {**summary, "vibe_encodings": encodings}})
         return 0
     for entry in requests:
         if "wildcards" in entry:
             print(describe_draw(entry["wildcards"]))
         print(f"{entry['method']} {entry['url']}")
         print(orjson.dumps(entry["body"], option=orjson.OPT_INDENT_2).decode())
-    print(f"cost: {cost} Anlas for {_plural(plan.images, 'image')} (with an active Opus subscription: {opus_cost})")
+    print(f"cost: {cost} Anlas for {plural(plan.images, 'image')} (with an active Opus subscription: {opus_cost})")
     return 0
 
 
@@ -183,11 +178,12 @@ class Outcome:
     tier: str | None = None
 
 
-class _Display:
+class Display:
     """A progress bar on stderr when it is a terminal; each saved image as a line on stdout unless --json."""
 
     def __init__(self, plan: Plan, *, bar: bool, lines: bool) -> None:
-        self.steps = stream_steps(plan.request)
+        self.steps = plan.request.steps
+        """Units of the bar per image: a streamed step moves it by the step's share of its image."""
         self.images = plan.images
         self.lines = lines
         self._progress: Progress | None = None
@@ -211,7 +207,7 @@ class _Display:
                 description, total=plan.images * self.steps, saved=f"0/{plan.images} saved"
             )
 
-    def __enter__(self) -> _Display:
+    def __enter__(self) -> Display:
         if self._progress is not None:
             self._progress.start()
         return self
@@ -231,7 +227,8 @@ class _Display:
 
     def step(self, first: int, event: ProgressEvent) -> None:
         """A streamed step of image `first + event.sample_index` of the run."""
-        self._update((first + event.sample_index) * self.steps + min(event.step, self.steps))
+        share = min(event.step, event.total) / event.total if event.total > 0 else 0.0
+        self._update((first + event.sample_index + share) * self.steps)
 
     def saved(self, image: SavedOutput, count: int) -> None:
         self._update((image.index + 1) * self.steps, count)
@@ -244,7 +241,7 @@ class _Display:
             print(describe_draw(record), flush=True)
 
 
-def _open_history(config: Config) -> HistoryStore | None:
+def open_history(config: Config) -> HistoryStore | None:
     try:
         store = HistoryStore(config.history_file)
     except PeropixError as exc:
@@ -255,7 +252,7 @@ def _open_history(config: Config) -> HistoryStore | None:
     return store
 
 
-class _Saver:
+class Saver:
     """Saves and indexes each image as the TUI does (`save_output`), numbered across the whole run; an image
     that cannot be indexed is a warning, one that cannot be saved stops the run."""
 
@@ -295,7 +292,7 @@ async def _generate(
     *,
     streaming: bool,
     save: Callable[[GeneratedImage, int, dict[str, Any]], SavedOutput],
-    display: _Display,
+    display: Display,
     outcome: Outcome,
 ) -> None:
     await _read_account(client)
@@ -340,13 +337,13 @@ async def _run(
         stream_format=stream or "msgpack",
     )
     async with client:
-        with _Display(plan, bar=sys.stderr.isatty(), lines=not args.json) as display:
+        with Display(plan, bar=sys.stderr.isatty(), lines=not args.json) as display:
             await _generate(
                 plan, batches, client, streaming=stream is not None, save=save, display=display, outcome=outcome
             )
 
 
-def _report(outcome: Outcome, plan: Plan, args: argparse.Namespace, provider: str, error: str | None = None) -> None:
+def report(outcome: Outcome, plan: Plan, args: argparse.Namespace, provider: str, error: str | None = None) -> None:
     if args.json:
         document: dict[str, Any] = {
             "images": [{"path": str(s.path), "seed": s.seed, "index": s.index} for s in outcome.saved],
@@ -357,11 +354,14 @@ def _report(outcome: Outcome, plan: Plan, args: argparse.Namespace, provider: st
         }
         if error is not None:
             document["error"] = error
-        _print_json(document)
+        print_json(document)
         return
     if error is not None:
         if outcome.saved:
-            print(f"peropix: {len(outcome.saved)} of {_plural(plan.images, 'image')} saved", file=sys.stderr)
+            print(f"peropix: {len(outcome.saved)} of {plural(plan.images, 'image')} saved", file=sys.stderr)
+        return
+    if provider == LOCAL:
+        print(f"{plural(len(outcome.saved), 'image')} made by the local engine: nothing charged")
         return
     cost = "unknown" if outcome.cost is None else f"{outcome.cost} Anlas"
     balance = "unknown" if outcome.balance is None else f"{outcome.balance} Anlas ({outcome.tier})"
@@ -369,7 +369,7 @@ def _report(outcome: Outcome, plan: Plan, args: argparse.Namespace, provider: st
     print(f"cost {cost}, balance {balance}{where}")
 
 
-def _ring(config: Config, outcome: Outcome, *, failed: bool) -> None:
+def ring(config: Config, outcome: Outcome, *, failed: bool) -> None:
     """The bell (and the desktop notification) when the run ends, as set, if stderr is a terminal to hear it."""
     if not sys.stderr.isatty():
         return
@@ -397,23 +397,23 @@ def execute(plan: Plan, args: argparse.Namespace, config: Config) -> int:
             "or try everything offline with --sandbox"
         )
     provider = nai_provider()
-    history = _open_history(config)
+    history = open_history(config)
     out_dir = args.out.expanduser() if args.out is not None else config.outputs_dir
     options = config.save_options(format=args.save_format, quality=args.save_quality)
     outcome = Outcome()
     try:
-        saver = _Saver(out_dir, provider, history, options)
+        saver = Saver(out_dir, provider, history, options)
         asyncio.run(_run(plan, batches, args, config, token, saver, outcome))
     except KeyboardInterrupt:
-        _report(outcome, plan, args, provider, error="interrupted")
+        report(outcome, plan, args, provider, error="interrupted")
         raise
     except PeropixError as exc:
-        _report(outcome, plan, args, provider, error=str(exc))
-        _ring(config, outcome, failed=True)
+        report(outcome, plan, args, provider, error=str(exc))
+        ring(config, outcome, failed=True)
         raise
     finally:
         if history is not None:
             history.close()
-    _report(outcome, plan, args, provider)
-    _ring(config, outcome, failed=False)
+    report(outcome, plan, args, provider)
+    ring(config, outcome, failed=False)
     return 0

@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 ImageRenderer = Literal["auto", "tgp", "sixel", "halfcell", "unicode", "off"]
 UnderscoreStyle = Literal["keep", "spaces", "underscores"]
+LocalDtype = Literal["auto", "fp16", "bf16", "fp32"]
 
 IMAGE_RENDERERS: tuple[str, ...] = get_args(ImageRenderer)
 
@@ -47,6 +48,15 @@ def _check_url(value: str) -> str | None:
     if parts.scheme not in ("http", "https") or not parts.netloc:
         return "must be an http(s) URL such as https://example.com"
     return None
+
+
+def _check_device(value: str) -> str | None:
+    kind, _, index = value.partition(":")
+    if kind in ("auto", "cpu") and not index:
+        return None
+    if kind == "cuda" and (not index or index.isdigit()):
+        return None
+    return "must be auto, cpu, cuda or cuda:N"
 
 
 def _meta(
@@ -124,6 +134,15 @@ class NotifySettings:
 
 
 @dataclass
+class LocalEngineSettings:
+    """The local SDXL / SD 1.5 engine (the `[local]` extra); its checkpoints are found in `paths.checkpoint_dirs`.
+    "auto" picks the GPU when there is one, and bf16 (else fp16) on it, fp32 on the CPU."""
+
+    device: str = field(default="auto", metadata=_meta(check=_check_device))
+    dtype: LocalDtype = "auto"
+
+
+@dataclass
 class Settings:
     paths: PathSettings = field(default_factory=PathSettings)
     endpoints: EndpointSettings = field(default_factory=EndpointSettings)
@@ -132,6 +151,7 @@ class Settings:
     civitai: CivitaiSettings = field(default_factory=CivitaiSettings)
     saving: SavingSettings = field(default_factory=SavingSettings)
     notify: NotifySettings = field(default_factory=NotifySettings)
+    local: LocalEngineSettings = field(default_factory=LocalEngineSettings)
 
 
 ENV_OVERRIDES: dict[str, str] = {

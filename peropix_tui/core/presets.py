@@ -25,6 +25,7 @@ from peropix_tui.core.saved_documents import MAX_NAME as MAX_NAME
 from peropix_tui.core.saved_documents import check_name, dump_document, json_type, list_field, load_document
 
 PRESETS_FOLDER: Final = "presets"
+MAX_MODEL: Final = 1024
 FORMAT: Final = "peropix-presets"
 VERSION: Final = 1
 MAX_PRESETS: Final = 1000
@@ -61,6 +62,16 @@ def _text(what: str) -> Callable[[object], str]:
         if not isinstance(value, str):
             raise PresetError(f"{what} must be text, not {json_type(value)}")
         return value
+
+    return check
+
+
+def _line(what: str, limit: int) -> Callable[[object], str]:
+    def check(value: object) -> str:
+        text = _text(what)(value).strip()
+        if not text or len(text) > limit or any(not c.isprintable() for c in text):
+            raise PresetError(f"{what} must be one line of at most {limit} characters, not {value!r}")
+        return text
 
     return check
 
@@ -144,7 +155,8 @@ class ParameterPreset:
 
     kind: ClassVar[PresetKind] = PresetKind.PARAMETERS
     CHECKS: ClassVar[Mapping[str, Callable[[object], Any]]] = {
-        "model": _word("model"),
+        # A NovelAI model id, or a local checkpoint's name: a path inside its folder, which may hold spaces.
+        "model": _line("model", MAX_MODEL),
         "steps": _whole("steps", 1, MAX_STEPS),
         "scale": _number("scale", 0.0, 100.0),
         "cfg_rescale": _number("cfg_rescale", 0.0, 1.0),

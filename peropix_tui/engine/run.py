@@ -1,7 +1,8 @@
 """One generation as a job: the request sent, each streamed step reported, every image saved and indexed.
 
-The TUI and `peropix generate` save images the same way, through `save_output`: the file goes into the outputs
-folder with the provider recorded in its metadata, then into the history store with a thumbnail. An image that
+A job runs on any `GenerationBackend`: the NovelAI client or the local engine. The TUI and `peropix generate`
+save images the same way, through `save_output`: the file goes into the outputs folder with the provider
+("nai", "sandbox" or "local") recorded in its metadata, then into the history store with a thumbnail. An image that
 cannot be indexed is still saved (the history can be rebuilt from the folder); one that cannot be saved fails
 the job, since nothing else would keep it. With auto-save off the server's image goes into the unsaved folder
 instead, still indexed, and `save_unsaved` later moves it into the outputs folder with the saving settings.
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from peropix_tui.core.errors import PeropixError
 from peropix_tui.core.history import HistoryError, HistoryStore, make_thumbnail
@@ -30,7 +31,6 @@ from peropix_tui.core.metadata.reader import MAX_FILE_BYTES
 from peropix_tui.core.outputs import NameFields, OutputError, SaveOptions, save_image
 from peropix_tui.core.prompt import Dialect
 from peropix_tui.core.prompt.wildcards import RECORD_KEY, Expander, WildcardLibrary
-from peropix_tui.engine.nai.client import NovelAIClient, stream_steps
 from peropix_tui.engine.types import GeneratedImage, GenerationRequest, ProgressEvent
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,19 @@ HistoryOpener = Callable[[], HistoryStore]
 
 _SAVING_UNSAVED = threading.Lock()
 """One `save_unsaved` at a time: a key pressed twice must not save the same image twice."""
+
+
+class GenerationBackend(Protocol):
+    """What a job needs of a backend: NovelAIClient and LocalEngine are both one. Cancelling the job cancels the
+    awaiting task; each backend stops its own work on that (the local engine at its next model call)."""
+
+    async def generate(
+        self,
+        request: GenerationRequest,
+        *,
+        on_progress: Callable[[ProgressEvent], None] | None = None,
+        stream: bool = True,
+    ) -> list[GeneratedImage]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,7 +202,7 @@ def _save_unsaved(
 
 async def run_generation(
     ctx: JobContext,
-    client: NovelAIClient,
+    backend: GenerationBackend,
     request: GenerationRequest,
     *,
     outputs_dir: Path,
@@ -200,20 +213,19 @@ async def run_generation(
     unsaved_dir: Path | None = None,
     extra_peropix: Mapping[str, Any] | None = None,
 ) -> list[SavedOutput]:
-    """Generate `request` streamed, reporting each step as job progress (with the preview frame under the
-    `preview` key), then save every image in the io pool (see `save_output` for `options`, `unsaved_dir` and
-    `extra_peropix`) and hand each to `on_saved` (on the loop thread)."""
-    steps = stream_steps(request)
-    total = steps * request.n
+    """Generate `request` streamed on `backend`, reporting each step as job progress over the whole batch (with
+    the preview frame under the `preview` key), then save every image in the io pool (see `save_output` for
+    `options`, `unsaved_dir` and `extra_peropix`) and hand each to `on_saved` (on the loop thread)."""
 
     def progress(event: ProgressEvent) -> None:
+        steps = max(event.total, 1)
         done = event.sample_index * steps + min(event.step, steps)
         if event.preview is None:
-            ctx.progress(done, total)
+            ctx.progress(done, steps * request.n)
         else:
-            ctx.progress(done, total, preview=event.preview)
+            ctx.progress(done, steps * request.n, preview=event.preview)
 
-    images = await client.generate(request, on_progress=progress, stream=True)
+    images = await backend.generate(request, on_progress=progress, stream=True)
     saved: list[SavedOutput] = []
     for image in images:
         save = partial(

@@ -2,8 +2,9 @@
 and `GeneratedImage`s (bytes, metadata, seed) come out at the end.
 
 NovelAI and the local engine both take the same request, so the TUI, the CLI and `--from-image` build one
-object whatever the backend. Checks here are the ones true for every backend (sizes on the 64-pixel grid,
-values in range); each backend adds its own per-model limits on top.
+object whatever the backend; `provider` says which one it is for. Checks here are the ones true for every backend
+(sizes on the 64-pixel grid, values in range) plus, for the local engine, its sampler and scheduler names and the
+refusal of NovelAI-only settings; NovelAI's per-model limits are checked by its payload builder.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from peropix_tui.core.errors import PeropixError
+from peropix_tui.engine.local_names import LOCAL_SAMPLERS, LOCAL_SCHEDULERS, local_sampler, local_scheduler
 
 if TYPE_CHECKING:
     # Only for annotations: the metadata codec pulls in Pillow and numpy, which the app shell must not wait for.
@@ -27,10 +29,16 @@ ImageInput = bytes | Path
 """An image given inline (bytes) or by file path (read when the request is sent)."""
 
 ImageFormat = Literal["png", "webp"]
+Provider = Literal["novelai", "local"]
+
+NOVELAI: Final = "novelai"
+LOCAL: Final = "local"
+PROVIDERS: Final[tuple[Provider, ...]] = (NOVELAI, LOCAL)
 
 GRID: Final = 64
 MAX_SIDE: Final = 16384
 MAX_STEPS: Final = 1000
+MAX_SCALE: Final = 100.0
 MAX_SAMPLES: Final = 64
 SEED_LIMIT: Final = 1 << 64
 # Random seeds stay below 2**32 - 8 so that seed + i for every sample of a batch is still a 32-bit seed.
@@ -211,6 +219,11 @@ class GenerationRequest:
     vibes: tuple[VibeRef, ...] = ()
     character_reference: CharacterReference | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    provider: Provider = NOVELAI
+    """"novelai", or "local": then `model` names a checkpoint, the sampler and scheduler are the local engine's
+    (NovelAI's spellings are translated), character prompts have no position (each becomes a section of the
+    prompt), and the quality tags and undesired-content preset, NovelAI's own prompt additions, are off: the
+    prompts go to the local engine as written."""
 
     def __post_init__(self) -> None:
         _check_text("prompt", self.prompt)
@@ -221,7 +234,7 @@ class GenerationRequest:
         _check_side("width", self.width)
         _check_side("height", self.height)
         _check_int("steps", self.steps, 1, MAX_STEPS)
-        _check_float("scale", self.scale, 0.0, 100.0)
+        _check_float("scale", self.scale, 0.0, MAX_SCALE)
         _check_float("cfg_rescale", self.cfg_rescale, 0.0, 1.0)
         for name in ("sampler", "scheduler"):
             value = getattr(self, name)
@@ -255,6 +268,41 @@ class GenerationRequest:
             raise RequestError("extra", "must be a mapping with text keys")
         object.__setattr__(self, "characters", tuple(self.characters))
         object.__setattr__(self, "vibes", tuple(self.vibes))
+        if self.provider == LOCAL:
+            self._check_local()
+        elif self.provider != NOVELAI:
+            raise RequestError("provider", f"must be one of {', '.join(PROVIDERS)}, not {self.provider!r}")
+
+    def _check_local(self) -> None:
+        """The local engine's names, and no NovelAI-only setting (each would be silently lost otherwise)."""
+        for name, canonical, known in (
+            ("sampler", local_sampler(self.sampler), LOCAL_SAMPLERS),
+            ("scheduler", local_scheduler(self.scheduler), LOCAL_SCHEDULERS),
+        ):
+            if canonical is None:
+                raise RequestError(
+                    name, f"the local engine has no {name} {getattr(self, name)!r}; use one of {', '.join(known)}"
+                )
+            object.__setattr__(self, name, canonical)
+        for name, used in (
+            ("smea", self.smea or self.smea_dyn),
+            ("variety", self.variety),
+            ("dataset", self.dataset is not None),
+            ("vibes", bool(self.vibes)),
+            ("character_reference", self.character_reference is not None),
+            ("noise", self.noise > 0.0),
+        ):
+            if used:
+                raise RequestError(name, "is a NovelAI setting; the local engine has none")
+        for number, character in enumerate(self.characters, 1):
+            if character.enabled and character.position is not None:
+                raise RequestError(
+                    "characters",
+                    f"character {number} is placed at {character.position}: positions are NovelAI's; "
+                    "clear it to add the character to the prompt",
+                )
+        object.__setattr__(self, "quality_tags", False)
+        object.__setattr__(self, "uc_preset", None)
 
     @property
     def action(self) -> Action:

@@ -1,8 +1,9 @@
 """Generate: prompt and negative prompt editors, the generation parameters, the queue and the live preview.
 
 F5 (or ctrl+enter) queues the current settings as a job in the app's job manager; jobs run one NovelAI request
-at a time, each streamed step shows in the preview, and every image is saved and indexed as it arrives. The line
-above the footer prices the settings as they are edited (debounced) against the balance last read.
+at a time (and, beside them, one local engine generation at a time, on the app's one engine), each streamed step
+shows in the preview, and every image is saved and indexed as it arrives. The line above the footer prices the
+settings as they are edited (debounced) against the balance last read, or says the local engine is free.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from peropix_tui.core.jobs import Job, JobContext, JobState
 from peropix_tui.core.prompt.wildcards import WildcardLibrary, fresh_seed, recorded_templates
 from peropix_tui.core.vocabulary import Candidate, Vocabulary, wildcard_candidates
 from peropix_tui.engine.nai.models import MAX_SEED
+from peropix_tui.engine.types import LOCAL
 from peropix_tui.messages import ApplySettings, HistoryAdded, UseAs, UseImage
 from peropix_tui.widgets.anlas_bar import AnlasBar
 from peropix_tui.widgets.image_inputs_bar import ImageInputsBar
@@ -42,7 +44,7 @@ if TYPE_CHECKING:
     from peropix_tui.core.danbooru import TagStyle
     from peropix_tui.core.slots import SlotSet
     from peropix_tui.engine.nai.cost import CostEstimate
-    from peropix_tui.engine.run import ExpandedRequest, SavedOutput
+    from peropix_tui.engine.run import ExpandedRequest, GenerationBackend, SavedOutput
     from peropix_tui.engine.types import GenerationRequest
     from peropix_tui.screens.use_image import UseChoice
     from peropix_tui.widgets.image_inputs import ImageInputs
@@ -119,14 +121,14 @@ class GenerateScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         app = self._peropix
         yield Header()
-        # The preview, the price line and the parameter form (half the screen's widgets) are mounted right after
-        # the first frame by `_mount_side`, so the editors show, focused, as early as possible.
+        # The preview, the price line, the parameter form (half the screen's widgets) and the footer (rebuilt each
+        # time the bindings change, which start-up does several times) are mounted right after the first frame by
+        # `_mount_side`, so the editors show, focused, as early as possible.
         with Horizontal(id="generate-body"), Vertical(id="generate-editors"):
             yield PromptField("Prompt", id="prompt")
             yield PromptField("Negative prompt", id="negative")
             yield Label("", id="generate-slots", markup=False)
             yield JobQueue(app.jobs, GENERATION_KIND, id="generate-queue")
-        yield Footer()
 
     async def _mount_side(self) -> None:
         app = self._peropix
@@ -136,12 +138,22 @@ class GenerateScreen(Screen[None]):
         body = self.query_one("#generate-body")
         if not body.is_attached:  # the app quit before its first frame
             return
-        await body.mount(side, ParameterForm(id="generate-params"))
+        form = ParameterForm(id="generate-params")
+        await body.mount(side, form)
+        if not self.is_attached:
+            return
+        await self.mount(Footer())
+        form.set_checkpoint_folders(app.config.settings.paths.checkpoint_dirs)
         self._side_mounted = True
         self.refresh_bindings()
         # The price and generation modules are imported after the first frame of the app (not of this screen,
         # which a first-start modal may cover).
         self.app.call_after_refresh(self._prepare)
+
+    @property
+    def side_mounted(self) -> bool:
+        """Whether the preview, the parameter form and the footer, mounted after the first frame, are there."""
+        return self._side_mounted
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         # Keys that need the parameter form wait for it (a key pressed in the first frame does nothing).
@@ -217,7 +229,7 @@ class GenerateScreen(Screen[None]):
         self.query_one("#negative-editor", PromptEditor).focus()
 
     def action_focus_parameters(self) -> None:
-        self.query_one("#param-model").focus()
+        self.query_one(ParameterForm).focus_first()
 
     def current_request(self) -> GenerationRequest:
         """The editors and the form as one validated request (raises PeropixError naming the field)."""
@@ -342,7 +354,10 @@ class GenerateScreen(Screen[None]):
         self._refresh_balance()
 
     def on_screen_resume(self) -> None:
-        # The welcome screen or the settings may have set a token or started the sandbox meanwhile.
+        # The welcome screen or the settings may have set a token or started the sandbox meanwhile, or folders of
+        # checkpoints for the local engine.
+        if self._side_mounted:
+            self.query_one(ParameterForm).set_checkpoint_folders(self._peropix.config.settings.paths.checkpoint_dirs)
         nai = self._peropix.nai
         if self._prepared and nai.account != self._account_seen:
             self._refresh_balance()
@@ -379,12 +394,14 @@ class GenerateScreen(Screen[None]):
         if not self._prepared:
             return  # `on_generate_screen_prepared` prices the settings as soon as it can
         bar = self.query_one(AnlasBar)
+        bar.show_local(self.query_one(ParameterForm).provider == LOCAL)
         try:
             request = self.current_request()
         except PeropixError:
             bar.show_price(None, "fix the settings first")
             return
-        bar.show_price(self._estimate(request))
+        if request.provider != LOCAL:  # the local engine costs nothing: the bar says so
+            bar.show_price(self._estimate(request))
 
     @work(exclusive=True, group="generate-balance", exit_on_error=False)
     async def _refresh_balance(self) -> None:
@@ -412,12 +429,14 @@ class GenerateScreen(Screen[None]):
         except PeropixError as exc:
             self.notify(str(exc), title="Settings not valid", severity="error", markup=False)
             return
-        if self.ready_to_queue():
+        if self.ready_to_queue(request):
             self.queue_request(request)
 
-    def ready_to_queue(self) -> bool:
-        """Whether generations can be queued (a NovelAI token, or the sandbox); says why not when they cannot."""
-        if self._peropix.nai.has_token:
+    def ready_to_queue(self, request: GenerationRequest | None = None) -> bool:
+        """Whether generations (`request`, else the form's) can be queued: the local engine needs nothing, NovelAI
+        a token or the sandbox; says why not when they cannot."""
+        provider = self.query_one(ParameterForm).provider if request is None else request.provider
+        if provider == LOCAL or self._peropix.nai.has_token:
             return True
         self.notify(
             "No NovelAI token: save one in Settings (F7), or start peropix with --sandbox to try it offline",
@@ -470,13 +489,17 @@ class GenerateScreen(Screen[None]):
             drawn = None
         shown = request if drawn is None else drawn.request
         price = "?"
-        if self._prepared:
+        if request.provider == LOCAL:
+            price = "local"
+        elif self._prepared:
             estimate = self._estimate(shown)
             price = "?" if estimate is None else "FREE" if estimate.free else f"{estimate.total:,}"
         name = " ".join(shown.prompt.split()) or "(empty prompt)"
         if label:
             name = f"[{label}] {name}"
-        job = app.jobs.submit(self._generation(request, seed, drawn), name=name, kind=GENERATION_KIND, group="nai")
+        # Local jobs queue apart from NovelAI's: each group runs one job at a time, the two side by side.
+        group = "local" if request.provider == LOCAL else "nai"
+        job = app.jobs.submit(self._generation(request, seed, drawn), name=name, kind=GENERATION_KIND, group=group)
         self.query_one(JobQueue).set_price(job.id, price)
         return job
 
@@ -490,13 +513,19 @@ class GenerateScreen(Screen[None]):
             from peropix_tui.engine.run import expand_request, run_generation
 
             ready = drawn if drawn is not None else await ctx.run_in("io", expand_request, request, library, seed)
-            # Looked up when the job runs, so a retry after a new token or the sandbox uses them.
+            # Looked up when the job runs, so a retry after a new token, the sandbox or new settings uses them.
+            backend: GenerationBackend
+            if request.provider == LOCAL:
+                # The engine is made on the first local job (importing torch takes seconds: not on the loop).
+                backend, provider = await ctx.run_in("io", app.local_engine), LOCAL
+            else:
+                backend, provider = app.nai.client(), app.nai.provider
             return await run_generation(
                 ctx,
-                app.nai.client(),
+                backend,
                 ready.request,
                 outputs_dir=app.config.outputs_dir,
-                provider=app.nai.provider,
+                provider=provider,
                 history=app.open_history,
                 on_saved=self._saved,
                 options=app.config.save_options(),

@@ -29,6 +29,7 @@ SECTION_TITLES = {
     "civitai": "CivitAI collector",
     "saving": "Saving images (name pattern fields: " + " ".join("{" + f + "}" for f in FIELDS) + ")",
     "notify": "When the generation queue finishes (bell, desktop notification)",
+    "local": "Local engine (checkpoints from paths.checkpoint_dirs; device auto, cpu, cuda or cuda:N)",
 }
 
 

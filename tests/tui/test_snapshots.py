@@ -25,6 +25,7 @@ from peropix_tui.core.paths import AppDirs
 from peropix_tui.sandbox.civitai_dataset import ModelType
 from peropix_tui.sandbox.civitai_faults import B2_PREFIX, CDN_PREFIX, Fault, FaultKind
 from peropix_tui.sandbox.session import sandbox_session
+from peropix_tui.screens.generate import GenerateScreen
 from peropix_tui.widgets.download_table import DownloadTable
 from peropix_tui.widgets.prompt_editor import PromptEditor
 from peropix_tui.widgets.vibe_list import VibeList
@@ -49,6 +50,9 @@ def fixed_dirs(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 def settled(*keys: str) -> Callable[[Pilot[object]], object]:
     async def run_before(pilot: Pilot[object]) -> None:
         await pilot.pause(0.2)
+        stack = pilot.app.screen_stack
+        while any(isinstance(s, GenerateScreen) and not s.side_mounted for s in stack):
+            await pilot.pause(0.05)
         for key in keys:
             await pilot.press(key)
             await pilot.pause(0.3)

@@ -92,3 +92,10 @@ def test_importing_the_app_does_not_import_torch() -> None:
 def test_headless_command_does_not_import_textual(tmp_path: Path) -> None:
     body = "from peropix_tui.cli import main\nmain(['config', 'path'])"
     assert run_python(PROBE.format(body=body)) == "[]"
+
+
+def test_opening_the_tui_skips_the_command_modules() -> None:
+    # The TUI's start-up asks the terminal about images as early as it can; the headless commands' modules (and
+    # the parser they build) are not on its way.
+    body = "import peropix_tui.cli\nprint(sorted(m for m in sys.modules if m.startswith('peropix_tui.commands')))"
+    assert run_python("import sys\n" + body) == "[]"

@@ -96,6 +96,13 @@ def test_values_are_normalised() -> None:
     assert snap64(95) == 64 and snap64(96) == 128 and snap64(-5) == 64
 
 
+def test_a_local_checkpoint_name_may_hold_spaces() -> None:
+    preset = ParameterPreset("Local", model=" sdxl/Anime Mix v2 ")
+    assert preset.model == "sdxl/Anime Mix v2"
+    parsed = document_from_json(document_to_json({PresetKind.PARAMETERS: [preset]}), "p.json")
+    assert parsed.presets == {PresetKind.PARAMETERS: [preset]}
+
+
 def test_uc_presets_are_the_engines_plus_as_written() -> None:
     assert set(UC_PRESETS) == {p.value for p in UcPreset} | {UC_AS_WRITTEN}
 
@@ -127,8 +134,8 @@ def test_builtin_resolutions_are_on_the_grid_and_unique() -> None:
             "p.json: parameters[1] ('A'): uc_preset must be one of heavy, light",
         ),
         (
-            {"format": "peropix-presets", "version": 1, "parameters": [{"name": "A", "model": "two words"}]},
-            "p.json: parameters[1] ('A'): model must be one word",
+            {"format": "peropix-presets", "version": 1, "parameters": [{"name": "A", "model": "two\nlines"}]},
+            "p.json: parameters[1] ('A'): model must be one line",
         ),
         (
             {"format": "peropix-presets", "version": 1, "resolutions": [{"name": "R", "width": 512}]},
