@@ -338,8 +338,6 @@ def build_plan(args: argparse.Namespace) -> Plan:
         fields["width"], fields["height"] = parse_size(args.size)
     elif args.image is not None and "width" not in fields:
         fields["width"], fields["height"] = _source_size(args.image)
-    if args.characters is not None:
-        fields["characters"] = _characters(args.characters)
     fields |= _img2img_fields(args, from_image, warnings)
     if args.mask is not None:
         fields["mask"] = args.mask

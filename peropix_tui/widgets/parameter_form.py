@@ -419,6 +419,20 @@ class ParameterForm(VerticalScroll):
         self.query_one("#param-error", Label).update("")
         return request
 
+    def _shared_fields(self) -> dict[str, Any]:
+        """The settings both providers read the same way."""
+        return {
+            "width": self._number("param-width", "Width", int),
+            "height": self._number("param-height", "Height", int),
+            "steps": self._number("param-steps", "Steps", int),
+            "scale": self._number("param-scale", "Guidance", float),
+            "cfg_rescale": self._number("param-rescale", "Rescale", float),
+            "sampler": str(self.query_one("#param-sampler", Select).value),
+            "scheduler": str(self.query_one("#param-schedule", Select).value),
+            "seed": self._seed(),
+            "n": self._number("param-n", "Images", int),
+        }
+
     def _seed(self) -> int | None:
         return self._number("param-seed", "Seed", int) if self.query_one("#param-seed", Input).value.strip() else None
 
@@ -427,15 +441,7 @@ class ParameterForm(VerticalScroll):
             prompt=prompt,
             negative=negative,
             model=str(self.query_one("#param-model", Select).value),
-            width=self._number("param-width", "Width", int),
-            height=self._number("param-height", "Height", int),
-            steps=self._number("param-steps", "Steps", int),
-            scale=self._number("param-scale", "Guidance", float),
-            cfg_rescale=self._number("param-rescale", "Rescale", float),
-            sampler=str(self.query_one("#param-sampler", Select).value),
-            scheduler=str(self.query_one("#param-schedule", Select).value),
-            seed=self._seed(),
-            n=self._number("param-n", "Images", int),
+            **self._shared_fields(),
             variety=self.query_one("#param-variety", Switch).value,
             smea=self.query_one("#param-smea", Switch).value,
             smea_dyn=self.query_one("#param-smea-dyn", Switch).value,
@@ -476,15 +482,7 @@ class ParameterForm(VerticalScroll):
             negative=negative,
             provider=LOCAL,
             model=checkpoint,
-            width=self._number("param-width", "Width", int),
-            height=self._number("param-height", "Height", int),
-            steps=self._number("param-steps", "Steps", int),
-            scale=self._number("param-scale", "Guidance", float),
-            cfg_rescale=self._number("param-rescale", "Rescale", float),
-            sampler=str(self.query_one("#param-sampler", Select).value),
-            scheduler=str(self.query_one("#param-schedule", Select).value),
-            seed=self._seed(),
-            n=self._number("param-n", "Images", int),
+            **self._shared_fields(),
             **fields,
         )
 
