@@ -58,7 +58,7 @@ def local_app(folder: Path | None) -> PeropixApp:
 async def the_form(pilot: Pilot[Any]) -> ParameterForm:
     app = pilot.app
     assert isinstance(app, PeropixApp)
-    await wait_until(pilot, lambda: bool(generate_screen(app).query(ParameterForm)), "the parameter form")
+    await wait_until(pilot, lambda: generate_screen(app).side_mounted, "the parameter form")
     await wait_until(pilot, lambda: "…" not in bar_text(app), "the price line")
     return generate_screen(app).query_one(ParameterForm)
 

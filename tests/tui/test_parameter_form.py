@@ -15,7 +15,7 @@ V3 = "nai-diffusion-3"
 async def test_smea_rows_follow_the_model_and_reach_the_request() -> None:
     app = new_app()
     async with app.run_test(size=(100, 40)) as pilot:
-        await wait_until(pilot, lambda: bool(generate_screen(app).query(ParameterForm)), "the parameter form")
+        await wait_until(pilot, lambda: generate_screen(app).side_mounted, "the parameter form")
         form = generate_screen(app).query_one(ParameterForm)
         smea, dyn = form.query_one("#param-smea", Switch), form.query_one("#param-smea-dyn", Switch)
         assert not smea.display and not dyn.display  # V4.5 by default: no SMEA
