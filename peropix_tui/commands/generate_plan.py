@@ -315,13 +315,7 @@ def build_plan(args: argparse.Namespace) -> Plan:
     fields["model"] = spec.id
     fields.setdefault("scale", spec.default_scale)
     flags = {
-        "prompt": args.prompt,
-        "negative": args.negative,
-        "steps": args.steps,
-        "scale": args.scale,
-        "cfg_rescale": args.cfg_rescale,
-        "sampler": args.sampler,
-        "scheduler": args.schedule,
+        **_shared_flags(args),
         "quality_tags": args.quality,
         "dataset": args.dataset,
         "variety": args.variety,
@@ -351,6 +345,19 @@ def build_plan(args: argparse.Namespace) -> Plan:
     request = dataclasses.replace(request, n=per_request)
     check_request_before_encoding(request)
     return Plan(request, args.n, per_request, tuple(warnings))
+
+
+def _shared_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The flags both providers take as they are (None: not given)."""
+    return {
+        "prompt": args.prompt,
+        "negative": args.negative,
+        "steps": args.steps,
+        "scale": args.scale,
+        "cfg_rescale": args.cfg_rescale,
+        "sampler": args.sampler,
+        "scheduler": args.schedule,
+    }
 
 
 # --- the local engine ---------------------------------------------------------------------------------------
@@ -388,15 +395,7 @@ def _local_plan(args: argparse.Namespace) -> Plan:
         raise GenerateArgsError(
             "--model is required with --provider local: name a checkpoint (peropix models lists them)"
         )
-    flags = {
-        "prompt": args.prompt,
-        "negative": args.negative,
-        "steps": args.steps,
-        "scale": args.scale,
-        "cfg_rescale": args.cfg_rescale,
-        "sampler": args.sampler,
-        "scheduler": args.schedule,
-    }
+    flags = _shared_flags(args)
     fields |= {name: value for name, value in flags.items() if value is not None}
     if args.characters is not None:
         fields["characters"] = _characters(args.characters)

@@ -22,6 +22,7 @@ from safetensors.torch import save_file
 from safetensors_helpers import BOO, PEPPER, kohya_metadata
 from torch import Tensor, nn
 
+from local.tiny_unets import SD15_TINY_DIFFUSERS, SDXL_TINY_DIFFUSERS
 from peropix_tui.engine.local.clip import ClipTextConfig, ClipTextModel
 from peropix_tui.engine.local.lora import (
     DiffAdapter,
@@ -213,37 +214,6 @@ SD15 = {
     "linear": False,
 }
 
-# The diffusers configs of the two tiny layouts, for the converter oracle and the real diffusers UNet.
-DIFFUSERS_TINY_XL = {
-    "sample_size": 16,
-    "in_channels": 4,
-    "out_channels": 4,
-    "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-    "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-    "block_out_channels": (32, 64, 128),
-    "layers_per_block": 2,
-    "attention_head_dim": (2, 4, 8),
-    "transformer_layers_per_block": (1, 1, 2),
-    "use_linear_projection": True,
-    "cross_attention_dim": 64,
-    "addition_embed_type": "text_time",
-    "addition_time_embed_dim": 8,
-    "projection_class_embeddings_input_dim": 80,
-    "norm_num_groups": 32,
-}
-DIFFUSERS_TINY_SD15 = {
-    "sample_size": 16,
-    "in_channels": 4,
-    "out_channels": 4,
-    "down_block_types": ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-    "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-    "block_out_channels": (32, 64, 64),
-    "layers_per_block": 2,
-    "attention_head_dim": 8,
-    "use_linear_projection": False,
-    "cross_attention_dim": 48,
-    "norm_num_groups": 32,
-}
 DIFFUSERS_SD15 = {"layers_per_block": 2}
 
 
@@ -870,7 +840,7 @@ def converter_modules(shapes: Shapes, config: Mapping[str, object]) -> dict[str,
 
 
 @pytest.mark.parametrize(
-    ("layout", "config"), [(TINY_XL, DIFFUSERS_TINY_XL), (TINY_SD15, DIFFUSERS_TINY_SD15)], ids=["xl", "sd15"]
+    ("layout", "config"), [(TINY_XL, SDXL_TINY_DIFFUSERS), (TINY_SD15, SD15_TINY_DIFFUSERS)], ids=["xl", "sd15"]
 )
 def test_diffusers_names_map_as_diffusers_converts_checkpoints(layout: dict, config: dict) -> None:
     from diffusers import UNet2DConditionModel
